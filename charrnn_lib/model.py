@@ -1,0 +1,119 @@
+"""The char-rnn model: embedding -> L stacked recurrent layers -> logits.
+
+The recurrent state is explicit: the model takes the previous states as inputs and
+returns the new ones as outputs.  That one design serves every use in the book:
+
+* training with truncated BPTT carries the state from one batch to the next
+  (chapter 2's "carry the state across chunks");
+* sampling feeds one character and the state back in, step after step;
+* under a ``tf.distribute`` strategy each replica carries its own slice of the state.
+
+Shapes: ``ids`` (batch, time) int32 -> ``logits`` (batch, time, vocab); each state
+(batch, hidden).  An LSTM layer has two states, ``h`` and ``s`` (Keras's ``c``); a GRU or
+simple RNN layer has one.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import keras
+
+CellName = Literal["lstm", "gru", "rnn", "peephole"]
+CELLS = ("lstm", "gru", "rnn", "peephole")
+INITS = ("keras", "deck")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a char-rnn.  Defaults are the deck's: 2 x 128 LSTM."""
+
+    vocab_size: int
+    hidden_size: int = 128
+    num_layers: int = 2
+    cell: CellName = "lstm"
+    embedding_dim: int | None = None  # None: same as hidden_size, as in the deck
+    dropout: float = 0.0  # between layers only (no recurrent dropout: keeps cuDNN eligible)
+    init: Literal["keras", "deck"] = "keras"  # "deck": unit-variance normal embedding and softmax weights
+
+    def __post_init__(self):
+        if self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be at least 2, got {self.vocab_size}")
+        if self.hidden_size < 1 or self.num_layers < 1:
+            raise ValueError("hidden_size and num_layers must be positive")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def embed_size(self) -> int:
+        return self.embedding_dim or self.hidden_size
+
+    @property
+    def states_per_layer(self) -> int:
+        return 2 if self.cell in ("lstm", "peephole") else 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(**d)
+
+
+def _recurrent_layer(config: ModelConfig, index: int) -> keras.layers.Layer:
+    common = dict(return_sequences=True, return_state=True, name=f"{config.cell}_{index}")
+    H = config.hidden_size
+    if config.cell == "lstm":
+        return keras.layers.LSTM(H, **common)
+    if config.cell == "gru":
+        return keras.layers.GRU(H, **common)
+    if config.cell == "rnn":
+        return keras.layers.SimpleRNN(H, **common)
+    from charrnn_lib.peephole import PeepholeLSTMCell  # chapter 3
+
+    return keras.layers.RNN(PeepholeLSTMCell(H), **common)
+
+
+def build_model(config: ModelConfig, batch_size: int | None = None) -> keras.Model:
+    """Functional model ``[ids, *states] -> [logits, *new_states]``.
+
+    ``ids``: (batch, time) int32.  ``states``: ``config.num_layers * config.states_per_layer``
+    tensors of shape (batch, hidden), in layer order, ``h`` before ``s`` for an LSTM.
+    ``batch_size`` fixes the batch dimension (``None`` leaves it free).
+    """
+    if config.init == "deck":
+        emb_init = keras.initializers.RandomNormal(stddev=1.0)
+        out_kernel = keras.initializers.RandomNormal(stddev=1.0)
+        out_bias = keras.initializers.RandomNormal(stddev=1.0)
+    else:
+        emb_init, out_kernel, out_bias = "uniform", "glorot_uniform", "zeros"
+    ids = keras.Input(shape=(None,), batch_size=batch_size, dtype="int32", name="ids")
+    x = keras.layers.Embedding(config.vocab_size, config.embed_size, embeddings_initializer=emb_init,
+                               name="embedding")(ids)  # (batch, time, embed)
+    state_inputs, new_states = [], []
+    for layer_index in range(config.num_layers):
+        names = ("h", "s")[: config.states_per_layer]
+        inputs = [keras.Input(shape=(config.hidden_size,), batch_size=batch_size, name=f"layer{layer_index}_{n}")
+                  for n in names]
+        state_inputs += inputs
+        if layer_index > 0 and config.dropout > 0:
+            x = keras.layers.Dropout(config.dropout, name=f"dropout_{layer_index}")(x)
+        x, *states = _recurrent_layer(config, layer_index)(x, initial_state=inputs)  # x: (batch, time, hidden)
+        new_states += states
+    if config.dropout > 0:
+        x = keras.layers.Dropout(config.dropout, name="dropout_out")(x)
+    logits = keras.layers.Dense(config.vocab_size, kernel_initializer=out_kernel, bias_initializer=out_bias,
+                                name="logits")(x)  # (batch, time, vocab)
+    return keras.Model([ids, *state_inputs], [logits, *new_states], name=f"charrnn_{config.cell}")
+
+
+def zero_states(config: ModelConfig, batch_size: int) -> list:
+    """The initial state: zeros, one (batch, hidden) tensor per state input of the model."""
+    import tensorflow as tf
+
+    n = config.num_layers * config.states_per_layer
+    return [tf.zeros((batch_size, config.hidden_size)) for _ in range(n)]
