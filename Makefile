@@ -56,6 +56,9 @@ test: test-lib test-notebooks book test-render
 execute: setup
 	@test -n "$(NB)" || (echo "usage: make execute NB=chapters/<notebook>.ipynb" && false)
 	$(BIN)/jupyter-execute --inplace --timeout=900 $(NB)
+	@# jupyter-execute stamps every cell with run times; they only add noise to diffs.
+	$(BIN)/python -c "import sys, nbformat; p = sys.argv[1]; nb = nbformat.read(p, as_version=4); \
+	[c.metadata.pop('execution', None) for c in nb.cells]; nbformat.write(nb, p)" $(NB)
 
 bench: setup
 	$(BIN)/python -m charrnn_lib.bench

@@ -1,0 +1,93 @@
+"""Cheap checks of the book's diagrams: each draws, returns a Figure, and carries its labels."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from charrnn_lib import diagrams  # noqa: E402
+from charrnn_lib.diagrams import figure_texts  # noqa: E402
+
+
+def render(fig):
+    """Draw the figure (catches mathtext errors, which only surface at draw time) and close it."""
+    assert isinstance(fig, Figure)
+    fig.canvas.draw()
+    texts = figure_texts(fig)
+    fig.clf()
+    return texts
+
+
+def test_unrolled_rnn_has_folded_and_unrolled_parts():
+    texts = render(diagrams.draw_unrolled_rnn(T=4))
+    for s in (r"$\mathbf{h}_{t}$", r"$\mathbf{h}_{0}$", r"$\mathbf{x}_{4}$", r"$\mathbf{y}_{4}$", "unfold"):
+        assert s in texts
+    assert r"$\mathbf{h}_{5}$" not in texts
+    # the shared weights are labelled at every copy: T + 1 times W (folded loop + T arrows)
+    assert texts.count(r"$\mathbf{W}$") == 5
+    assert texts.count(r"$\mathbf{U}$") == texts.count(r"$\mathbf{V}$") == 5
+
+
+def test_unrolled_rnn_follows_T():
+    texts = render(diagrams.draw_unrolled_rnn(T=2))
+    assert r"$\mathbf{x}_{2}$" in texts and r"$\mathbf{x}_{3}$" not in texts
+    with pytest.raises(ValueError):
+        diagrams.draw_unrolled_rnn(T=0)
+
+
+def test_architectures_has_four_panels():
+    fig = diagrams.draw_architectures()
+    assert len(fig.axes) == 4
+    texts = render(fig)
+    for title in ("one-to-many", "many-to-one", "many-to-many (aligned)", "sequence-to-sequence"):
+        assert title in texts
+    assert "encoder" in texts and "decoder" in texts
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_bptt_graph_has_forward_and_backward_labels(T):
+    texts = render(diagrams.draw_bptt_graph(T=T))
+    for t in range(1, T + 1):
+        for s in (rf"$\mathbf{{h}}_{{{t}}}$", rf"$\mathbf{{o}}_{{{t}}}$", rf"$\mathcal{{L}}_{{{t}}}$",
+                  rf"$\boldsymbol{{\delta}}_{{{t}}}$", rf"$\hat{{\mathbf{{y}}}}_{{{t}}}$"):
+            assert s in texts, s
+    assert r"$\mathcal{L}$" in texts
+    assert "backward: gradients" in texts and "forward: values" in texts
+    assert texts.count(r"$\mathbf{W}$") == T
+
+
+def test_bptt_graph_forward_only():
+    texts = render(diagrams.draw_bptt_graph(T=2, backward=False))
+    assert not any("delta" in s for s in texts)
+    assert "backward: gradients" not in texts
+
+
+@pytest.mark.parametrize("peepholes", [False, True])
+def test_lstm_cell_labels(peepholes):
+    texts = render(diagrams.draw_lstm_cell(peepholes=peepholes))
+    for s in ("f", "i", "g", "o"):
+        assert rf"$\mathbf{{{s}}}_{{t}}$" in texts
+    for s in (r"$\mathbf{s}_{t-1}$", r"$\mathbf{s}_{t}$", r"$\mathbf{h}_{t-1}$", r"$\mathbf{h}_{t}$", r"$\mathbf{x}_{t}$"):
+        assert s in texts
+    assert texts.count(r"$\sigma$") == 3 and texts.count(r"$\tau$") == 2
+    assert "×" in texts and "+" in texts
+    assert (r"$\mathbf{p}_f$" in texts) == peepholes
+    assert (r"$\mathbf{p}_o$" in texts) == peepholes
+
+
+def test_gru_cell_labels():
+    texts = render(diagrams.draw_gru_cell())
+    for s in (r"$\mathbf{z}_{t}$", r"$\mathbf{r}_{t}$", r"$\mathbf{n}_{t}$", r"$\mathbf{h}_{t-1}$", r"$\mathbf{h}_{t}$"):
+        assert s in texts
+    assert texts.count(r"$\sigma$") == 2 and texts.count(r"$\tau$") == 1
+    assert "1−" in texts
+
+
+def test_node_boundary_geometry():
+    box = diagrams.Node(0.0, 0.0, 2.0, 1.0, "box")
+    assert box.boundary((10.0, 0.0)) == (1.0, 0.0)
+    assert box.boundary((0.0, -10.0)) == (0.0, -0.5)
+    circ = diagrams.Node(1.0, 1.0, 2.0, 2.0, "circle")
+    x, y = circ.boundary((4.0, 5.0))
+    assert abs((x - 1) ** 2 + (y - 1) ** 2 - 1.0) < 1e-12
