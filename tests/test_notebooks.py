@@ -129,3 +129,40 @@ def test_guard_rejects_unchecked_ignored_output():
     ignored = _cell("loss = train()", 1, tags=["nbval-ignore-output"])
     problems = notebook_problems(_nb(ignored, _cell("print(loss)", 2), _cell("y = 2", 3), _cell("assert y", 4)))
     assert any("no assertion" in p for p in problems)
+
+
+def broken_inline_math(markdown: str) -> list[str]:
+    """Lines that start with '+ ', '- ' or '* ' while an inline $…$ is open.
+
+    Markdown reads such a line as a list item, which cuts the formula in two and leaves raw
+    TeX on the page (found by the rendered-book check; this catches it before a build).
+    """
+    found = []
+    for paragraph in markdown.split("\n\n"):
+        text = paragraph.replace("$$", "")
+        lines = text.split("\n")
+        open_math = False
+        for line in lines:
+            if open_math and line.lstrip()[:2] in ("+ ", "- ", "* "):
+                found.append(line.strip()[:60])
+            open_math ^= line.count("$") % 2 == 1
+    return found
+
+
+MARKDOWN_SOURCES = sorted((ROOT / "book").glob("*.md")) + CHAPTERS
+
+
+@pytest.mark.parametrize("path", MARKDOWN_SOURCES, ids=lambda p: p.name)
+def test_no_inline_math_broken_by_a_list_marker(path):
+    if path.suffix == ".ipynb":
+        cells = _load(path)["cells"]
+        texts = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    else:
+        texts = [path.read_text(encoding="utf-8")]
+    bad = [line for t in texts for line in broken_inline_math(t)]
+    assert not bad, f"{path.name}: inline math broken across a line starting with a list marker: {bad}"
+
+
+def test_inline_math_guard_catches_the_bug():
+    assert broken_inline_math("so $a = b\n+ c$ and") == ["+ c$ and"]
+    assert broken_inline_math("$a$ and\n- item") == []
