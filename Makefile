@@ -39,10 +39,10 @@ test-notebooks: setup
 
 # Headless Chromium for the reader's-eye check: installed when missing and we are allowed to.
 browser:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi nanum; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian chromium + chromium-driver for the rendered-book test"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	    echo "installing Debian chromium, chromium-driver and a Korean font (fonts-nanum) for the rendered-book test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-nanum >/dev/null; \
 	  else \
 	    echo "chromium is missing and cannot be installed here; the rendered-book test will skip (it fails under CI)"; \
 	  fi; \
