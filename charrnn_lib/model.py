@@ -11,6 +11,13 @@ returns the new ones as outputs.  That one design serves every use in the book:
 Shapes: ``ids`` (batch, time) int32 -> ``logits`` (batch, time, vocab); each state
 (batch, hidden).  An LSTM layer has two states, ``h`` and ``s`` (Keras's ``c``); a GRU or
 simple RNN layer has one.
+
+Three initialisations (``ModelConfig.init``): Keras's defaults; the deck's, which draws the
+embedding and the softmax weights and bias from a unit normal (``tf.random_normal``), so
+that the untrained model's loss is well above ``ln K``; and ``"unit_embedding"``, the
+deck's unit-normal embedding with Keras's output layer (chapter 5 explains why it trains
+best of the three).  ``parameter_count`` and ``flops_per_char`` give the model's size and
+cost in closed form.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ import keras
 
 CellName = Literal["lstm", "gru", "rnn", "peephole"]
 CELLS = ("lstm", "gru", "rnn", "peephole")
-INITS = ("keras", "deck")
+INITS = ("keras", "deck", "unit_embedding")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +41,10 @@ class ModelConfig:
     cell: CellName = "lstm"
     embedding_dim: int | None = None  # None: same as hidden_size, as in the deck
     dropout: float = 0.0  # between layers only (no recurrent dropout: keeps cuDNN eligible)
-    init: Literal["keras", "deck"] = "keras"  # "deck": unit-variance normal embedding and softmax weights
+    # "keras": Keras's defaults (embedding uniform(-0.05, 0.05), logits Glorot-uniform, bias 0);
+    # "deck": the deck's tf.random_normal: embedding, logits weights and bias all N(0, 1);
+    # "unit_embedding": embedding N(0, 1) as in the deck, logits layer as in Keras.
+    init: Literal["keras", "deck", "unit_embedding"] = "keras"
 
     def __post_init__(self):
         if self.vocab_size < 2:
@@ -85,12 +95,12 @@ def build_model(config: ModelConfig, batch_size: int | None = None) -> keras.Mod
     tensors of shape (batch, hidden), in layer order, ``h`` before ``s`` for an LSTM.
     ``batch_size`` fixes the batch dimension (``None`` leaves it free).
     """
-    if config.init == "deck":
+    emb_init, out_kernel, out_bias = "uniform", "glorot_uniform", "zeros"  # Keras's defaults
+    if config.init in ("deck", "unit_embedding"):
         emb_init = keras.initializers.RandomNormal(stddev=1.0)
+    if config.init == "deck":
         out_kernel = keras.initializers.RandomNormal(stddev=1.0)
         out_bias = keras.initializers.RandomNormal(stddev=1.0)
-    else:
-        emb_init, out_kernel, out_bias = "uniform", "glorot_uniform", "zeros"
     ids = keras.Input(shape=(None,), batch_size=batch_size, dtype="int32", name="ids")
     x = keras.layers.Embedding(config.vocab_size, config.embed_size, embeddings_initializer=emb_init,
                                name="embedding")(ids)  # (batch, time, embed)
@@ -109,6 +119,45 @@ def build_model(config: ModelConfig, batch_size: int | None = None) -> keras.Mod
     logits = keras.layers.Dense(config.vocab_size, kernel_initializer=out_kernel, bias_initializer=out_bias,
                                 name="logits")(x)  # (batch, time, vocab)
     return keras.Model([ids, *state_inputs], [logits, *new_states], name=f"charrnn_{config.cell}")
+
+
+def gates_per_cell(cell: str) -> int:
+    """How many (D + H) -> H affine maps a cell computes per step: 4 for an LSTM, 3 for a GRU, 1 for an RNN."""
+    return {"lstm": 4, "peephole": 4, "gru": 3, "rnn": 1}[cell]
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """Closed-form number of trainable parameters of ``build_model(config)``.
+
+    Embedding ``K E``; per recurrent layer with input size ``D`` (``E`` for the first, ``H``
+    after): ``G H (D + H)`` weights plus the biases (``G H``; a Keras GRU with
+    ``reset_after=True`` has two bias vectors, ``2 * 3H``; a peephole LSTM adds ``3H``
+    peephole weights); output layer ``K H + K``.
+    """
+    K, E, H, G = config.vocab_size, config.embed_size, config.hidden_size, gates_per_cell(config.cell)
+    total = K * E + H * K + K
+    for layer in range(config.num_layers):
+        D = E if layer == 0 else H
+        biases = 2 * G * H if config.cell == "gru" else G * H
+        peepholes = 3 * H if config.cell == "peephole" else 0
+        total += G * H * (D + H) + biases + peepholes
+    return total
+
+
+def flops_per_char(config: ModelConfig, training: bool = True) -> int:
+    """Floating-point operations per character: the matrix products, 2 per multiply-add.
+
+    Forward: ``2 G H (D + H)`` per layer plus ``2 H K`` for the logits (the embedding is a
+    lookup; the elementwise gate arithmetic, O(H), is left out).  Training adds the backward
+    pass, which costs about twice the forward (a gradient for the inputs and one for the
+    weights of every product): ``3 x`` forward.
+    """
+    K, E, H, G = config.vocab_size, config.embed_size, config.hidden_size, gates_per_cell(config.cell)
+    forward = 2 * H * K
+    for layer in range(config.num_layers):
+        D = E if layer == 0 else H
+        forward += 2 * G * H * (D + H)
+    return 3 * forward if training else forward
 
 
 def zero_states(config: ModelConfig, batch_size: int) -> list:

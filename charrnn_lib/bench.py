@@ -1,0 +1,158 @@
+"""Throughput figures: how fast does char-rnn train and sample on this machine?
+
+``python -m charrnn_lib.bench [--quick]`` (or ``make bench``) prints, for the deck's
+configuration -- a 2 x 128 LSTM, batch 50, sequences of 50 characters, on the Shakespeare
+corpus:
+
+* training characters per second of the library's compiled loop (``charrnn_lib.train``'s
+  step, state carried from batch to batch) and of a plain ``keras.Model.fit`` of the same
+  architecture (stateless: every batch starts from a zero state; same Adam, same
+  clipping), measured in the same run, and their ratio;
+* the arithmetic behind them: FLOPs per character (counted below) and the FLOP/s that
+  each loop reaches;
+* sampling characters per second: one stream (the deck's 4,000-character sample) and a
+  batch of 32 streams.
+
+These are figures to read, not tests: nothing fails when a machine is slow.  On a shared
+machine the numbers fall with the load; the machine line says what ran them.
+
+FLOPs per character come from ``charrnn_lib.model.flops_per_char``: a matrix product of a
+(1, n) row with an (n, m) matrix costs ``2 n m`` FLOPs (a multiply and an add each); one
+LSTM layer with input size ``D`` and ``H`` units computes ``x_t @ U.T`` and
+``h_{t-1} @ W.T`` for its four gates, ``2 * 4H (D + H)`` FLOPs; the output layer adds
+``2 H K``; the embedding is a lookup, and the O(H) elementwise gate arithmetic is left out.
+Training costs about three times the forward pass (the backward pass needs two products
+per forward product: one for the input's gradient, one for the weights').
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+
+def machine() -> str:
+    """CPU model, core count and library versions, in one line."""
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpus = tf.config.list_physical_devices("GPU")
+    device = f", {len(gpus)} GPU(s)" if gpus else ", no GPU"
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return (f"{cpu}, {os.cpu_count()} logical cores{device}{load}; Python {platform.python_version()}, "
+            f"TensorFlow {tf.__version__}, Keras {keras.__version__}")
+
+
+def _timed(fn, repeat: int) -> float:
+    """Seconds for ``repeat`` calls of ``fn`` (after one untimed warm-up call)."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return time.perf_counter() - start
+
+
+def bench_compiled_training(loader, model_config, steps: int) -> float:
+    """Characters per second of the library's training loop (``charrnn_lib.train.train``).
+
+    ``train`` times its own compiled step after the first (tracing) call: the figure
+    covers the step and reading its loss back, not checkpoints or validation.
+    """
+    from charrnn_lib.train import TrainConfig, train
+
+    config = TrainConfig(batch_size=loader.batch_size, seq_length=loader.seq_length,
+                         val_fraction=loader.val_fraction, num_epochs=1)
+    result = train(loader, model_config, config, out_dir=None, progress=False, max_batches=steps + 1)
+    return result.chars_per_second
+
+
+def bench_keras_fit(loader, model_config, steps: int, learning_rate=0.002, grad_clip=5.0) -> float:
+    """Characters per second of ``keras.Model.fit`` on the same architecture (stateless).
+
+    Timed like ``train``: from the end of the first batch (which also traces) to the end of
+    the last, so ``fit``'s per-call set-up is not counted.
+    """
+    import keras
+
+    K, H = model_config.vocab_size, model_config.hidden_size
+    layers = [keras.Input((None,), dtype="int32"), keras.layers.Embedding(K, model_config.embed_size)]
+    layers += [keras.layers.LSTM(H, return_sequences=True) for _ in range(model_config.num_layers)]
+    model = keras.Sequential(layers + [keras.layers.Dense(K)])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate, global_clipnorm=grad_clip),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    B, T = loader.batch_size, loader.seq_length
+    x = loader.x_batches[:steps + 1].reshape(-1, T)  # (steps * B, T)
+    y = loader.y_batches[:steps + 1].reshape(-1, T)
+
+    class Clock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends = []  # time at the end of each batch
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter())
+
+    clock = Clock()
+    model.fit(x, y, batch_size=B, epochs=1, verbose=0, shuffle=False, callbacks=[clock])
+    return (len(clock.ends) - 1) * B * T / (clock.ends[-1] - clock.ends[0])
+
+
+def bench_sampling(model, vocab, model_config, length: int, streams: int) -> float:
+    """Characters per second of :class:`charrnn_lib.sample.Sampler` for ``streams`` streams."""
+    from charrnn_lib.sample import Sampler
+
+    sampler = Sampler(model, vocab, model_config)
+    sampler.generate(length, num_streams=streams)  # compile
+    start = time.perf_counter()
+    sampler.generate(length, num_streams=streams, seed=1)
+    return length * streams / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m charrnn_lib.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps: a rough figure in about 20 s")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+    from charrnn_lib.data import TextLoader
+    from charrnn_lib.model import ModelConfig, build_model, flops_per_char
+    from charrnn_lib.repro import seed_everything
+
+    steps = 10 if args.quick else 40  # training batches timed per loop
+    print(f"machine: {machine()}")
+    seed_everything(0)
+    loader = TextLoader("shakespeare", batch_size=50, seq_length=50)
+    config = ModelConfig(loader.vocab_size)  # the deck's 2 x 128 LSTM
+    flops = flops_per_char(config, training=False)
+    print(f"model: 2 x 128 LSTM, K = {config.vocab_size}, batch 50 x 50; "
+          f"{flops:,} forward FLOPs per character, {flops_per_char(config):,} per trained character")
+
+    ours = bench_compiled_training(loader, config, steps)
+    fit = bench_keras_fit(loader, config, steps)
+    for name, rate in (("compiled loop (charrnn_lib.train, state carried)", ours),
+                       ("keras Model.fit (same layers, stateless)", fit)):
+        print(f"training  {name:50s} {rate:10,.0f} chars/s  {rate * flops_per_char(config) / 1e9:6.2f} GFLOP/s")
+    print(f"training  speed-up of the compiled loop over fit: {ours / fit:.2f}x")
+
+    model = build_model(config)
+    length = 1000 if args.quick else 4000
+    one = bench_sampling(model, loader.vocab, config, length, 1)
+    many = bench_sampling(model, loader.vocab, config, length // 4, 32)
+    print(f"sampling  1 stream   {one:10,.0f} chars/s  ({length / one:.2f} s for {length:,} characters; "
+          f"{one * flops / 1e9:.2f} GFLOP/s)")
+    print(f"sampling  32 streams {many:10,.0f} chars/s  (all streams together; {many * flops / 1e9:.2f} GFLOP/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""The char-rnn model: shapes, state plumbing, parameter counts, initialisations."""
+import importlib.util
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from charrnn_lib.model import (ModelConfig, build_model, flops_per_char, parameter_count,
+                               zero_states)
+from charrnn_lib.repro import seed_everything
+
+HAVE_PEEPHOLE = importlib.util.find_spec("charrnn_lib.peephole") is not None
+CELLS = ["lstm", "gru", "rnn"] + (["peephole"] if HAVE_PEEPHOLE else [])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_shapes_and_state_count(cell):
+    config = ModelConfig(vocab_size=7, hidden_size=5, num_layers=2, cell=cell)
+    model = build_model(config)
+    n_states = 2 * config.states_per_layer
+    assert len(model.inputs) == 1 + n_states and len(model.outputs) == 1 + n_states
+    ids = tf.zeros((3, 4), tf.int32)
+    logits, *states = model([ids, *zero_states(config, 3)])
+    assert logits.shape == (3, 4, 7)
+    assert [tuple(s.shape) for s in states] == [(3, 5)] * n_states
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_two_chunks_with_carried_state_equal_one_pass(cell):
+    """Truncated BPTT's premise: feeding the state back makes chunking invisible forward."""
+    seed_everything(0)
+    config = ModelConfig(vocab_size=9, hidden_size=6, num_layers=2, cell=cell, embedding_dim=4)
+    model = build_model(config)
+    ids = tf.constant(np.random.default_rng(0).integers(0, 9, (2, 10)), tf.int32)
+    logits, *states = model([ids, *zero_states(config, 2)])
+    first, *mid = model([ids[:, :6], *zero_states(config, 2)])
+    second, *end = model([ids[:, 6:], *mid])
+    np.testing.assert_allclose(tf.concat([first, second], axis=1), logits, rtol=1e-5, atol=1e-6)
+    for a, b in zip(end, states):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_state_order_is_h_then_s_per_layer():
+    """The LSTM's returned states are (h, s) per layer; h is the last output of that layer."""
+    config = ModelConfig(vocab_size=5, hidden_size=4, num_layers=1)
+    model = build_model(config)
+    logits, h, s = model([tf.constant([[1, 2, 3]]), *zero_states(config, 1)])
+    hidden = keras.Model(model.inputs, model.get_layer("lstm_0").output[0])
+    seq = hidden([tf.constant([[1, 2, 3]]), *zero_states(config, 1)])
+    np.testing.assert_allclose(seq[:, -1], h, rtol=1e-6)
+    assert not np.allclose(h, s)
+
+
+@settings(max_examples=8, deadline=None)
+@given(cell=st.sampled_from(CELLS), K=st.integers(2, 30), H=st.integers(1, 12),
+       L=st.integers(1, 3), E=st.one_of(st.none(), st.integers(1, 9)))
+def test_parameter_count_closed_form(cell, K, H, L, E):
+    config = ModelConfig(vocab_size=K, hidden_size=H, num_layers=L, cell=cell, embedding_dim=E)
+    assert build_model(config).count_params() == parameter_count(config)
+
+
+def test_parameter_count_of_the_decks_model():
+    # 2 x 128 LSTM, K = 65 (tinyshakespeare): 65*128 + 2 * 4*128*(128+128+1) + 128*65 + 65
+    config = ModelConfig(vocab_size=65)
+    assert parameter_count(config) == 65 * 128 + 2 * 4 * 128 * 257 + 128 * 65 + 65 == 279_873
+
+
+def test_flops_per_char():
+    deck = ModelConfig(vocab_size=65)
+    forward = 2 * (4 * 128 * 256) * 2 + 2 * 128 * 65
+    assert flops_per_char(deck, training=False) == forward
+    assert flops_per_char(deck) == 3 * forward
+    # LSTM cost grows with H^2: doubling H roughly quadruples it.
+    wide = ModelConfig(vocab_size=65, hidden_size=256)
+    assert 3.5 < flops_per_char(wide) / flops_per_char(deck) < 4.0
+
+
+def test_deck_initialisation_statistics():
+    """init='deck': embedding, softmax weights and bias ~ N(0, 1) like tf.random_normal."""
+    seed_everything(0)
+    config = ModelConfig(vocab_size=60, hidden_size=128, init="deck")
+    model = build_model(config)
+    emb = model.get_layer("embedding").embeddings.numpy()
+    kernel = model.get_layer("logits").kernel.numpy()
+    bias = model.get_layer("logits").bias.numpy()
+    for values, tol in [(emb, 0.03), (kernel, 0.03), (bias, 0.35)]:
+        assert abs(values.mean()) < 3 * values.std() / np.sqrt(values.size) + 1e-3
+        assert abs(values.std() - 1.0) < tol
+
+
+def test_keras_initialisation_statistics():
+    seed_everything(0)
+    config = ModelConfig(vocab_size=60, hidden_size=128)
+    model = build_model(config)
+    emb = model.get_layer("embedding").embeddings.numpy()
+    kernel = model.get_layer("logits").kernel.numpy()
+    assert np.abs(emb).max() <= 0.05                     # uniform(-0.05, 0.05)
+    limit = np.sqrt(6 / (128 + 60))                       # Glorot uniform
+    assert np.abs(kernel).max() <= limit and kernel.std() > 0.5 * limit / np.sqrt(3)
+    assert np.all(model.get_layer("logits").bias.numpy() == 0)
+    lstm_bias = model.get_layer("lstm_0").cell.bias.numpy()
+    np.testing.assert_array_equal(lstm_bias[128:256], 1.0)  # forget-gate bias 1
+
+
+def test_config_validation_and_round_trip():
+    config = ModelConfig(vocab_size=10, hidden_size=3, cell="gru", embedding_dim=4)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    for bad in [dict(vocab_size=1), dict(vocab_size=5, cell="transformer"),
+                dict(vocab_size=5, init="xavier"), dict(vocab_size=5, dropout=1.0),
+                dict(vocab_size=5, hidden_size=0)]:
+        with pytest.raises(ValueError):
+            ModelConfig(**bad)
+
+
+def test_fixed_batch_size():
+    config = ModelConfig(vocab_size=5, hidden_size=3)
+    model = build_model(config, batch_size=4)
+    assert model.inputs[0].shape[0] == 4
+    assert [tuple(z.shape) for z in zero_states(config, 4)] == [(4, 3)] * 4

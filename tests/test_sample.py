@@ -1,0 +1,209 @@
+"""Sampling: the three modes, temperature, priming, seeds, and compiled == naive.
+
+References are independent of the compiled loop: the next-character distributions come
+from the Keras model run over the *whole* text so far (no state carried by us), and the
+choice rules are re-applied by hand in NumPy.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from charrnn_lib import sample
+from charrnn_lib.data import UnknownCharactersError, Vocab
+from charrnn_lib.model import ModelConfig, build_model, zero_states
+from charrnn_lib.repro import seed_everything
+
+TEXT = "the cat sat on the mat. a dog ran to the cat and the cat ran off.\n" * 2
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return Vocab.from_text(TEXT)
+
+
+@pytest.fixture(scope="module")
+def lstm(vocab):
+    seed_everything(0)
+    cfg = ModelConfig(len(vocab), hidden_size=16, num_layers=2, cell="lstm", init="deck")
+    model = build_model(cfg)
+    return model, cfg, sample.Sampler(model, vocab, cfg)
+
+
+_graph_models = {}
+
+
+def next_char_logits(model, cfg, vocab, text):
+    """The logits after each character of ``text``, from one full-sequence model call: (T, K)."""
+    import tensorflow as tf
+
+    if id(model) not in _graph_models:  # the Keras model in a graph, any length: fast and retraced once
+
+        def run(ids):
+            return model([ids, *zero_states(cfg, 1)], training=False)[0]
+
+        _graph_models[id(model)] = tf.function(run, input_signature=[tf.TensorSpec([1, None], tf.int32)])
+    return _graph_models[id(model)](tf.constant(vocab.encode(text)[None])).numpy()[0]
+
+
+def test_argmax_is_greedy_decoding_by_hand(lstm, vocab):
+    model, cfg, sampler = lstm
+    prime = "the c"
+    text = sampler.generate(20, prime=prime, mode="argmax")
+    assert text.startswith(prime) and len(text) == len(prime) + 20
+    by_hand = prime  # re-run the model over the whole text at every step: no carried state
+    for _ in range(20):
+        by_hand += vocab.chars[int(np.argmax(next_char_logits(model, cfg, vocab, by_hand)[-1]))]
+    assert text == by_hand
+
+
+def test_sample_mode_is_weighted_pick_of_the_model_distribution(lstm, vocab):
+    model, cfg, sampler = lstm
+    prime, n = "a dog", 60
+    text = sampler.generate(n, prime=prime, mode="sample", temperature=0.7, seed=5)
+    logits = next_char_logits(model, cfg, vocab, text)  # (T, K)
+    u = sample.uniforms(5, n, 1)[0]
+    for j in range(n):
+        t = len(prime) - 1 + j  # distribution after text[t] chooses text[t + 1]
+        p = sample.softmax_with_temperature(logits[t], 0.7)
+        assert text[t + 1] == vocab.chars[sample.weighted_pick(p, u[j])]
+    assert len(set(text[len(prime):])) > 3  # really random: not a greedy loop
+
+
+def test_space_mode_is_random_only_after_a_space(lstm, vocab):
+    model, cfg, sampler = lstm
+    prime, n = "the ", 120
+    text = sampler.generate(n, prime=prime, mode="space", seed=3)
+    probs = sample.softmax_with_temperature(next_char_logits(model, cfg, vocab, text))  # (T, K)
+    u = sample.uniforms(3, n, 1)[0]
+    after_space = differs_from_argmax = 0
+    for j in range(n):
+        t = len(prime) - 1 + j
+        greedy = vocab.chars[int(np.argmax(probs[t]))]
+        if text[t] == " ":
+            after_space += 1
+            assert text[t + 1] == vocab.chars[sample.weighted_pick(probs[t], u[j])]
+            differs_from_argmax += text[t + 1] != greedy
+        else:
+            assert text[t + 1] == greedy
+    assert after_space >= 1 and differs_from_argmax >= 1  # the random branch was exercised
+
+
+def test_choose_rules_on_hand_made_probabilities():
+    import tensorflow as tf
+
+    logits = np.log(np.array([[0.5, 0.3, 0.2]] * 4, np.float32))  # argmax is 0
+    prev = tf.constant([0, 2, 1, 2])  # id 2 plays the space
+    u = tf.constant([0.9, 0.9, 0.9, 0.1])  # u = 0.9 -> index 2; u = 0.1 -> index 0
+    for mode, expected in (("argmax", [0, 0, 0, 0]), ("sample", [2, 2, 2, 0]), ("space", [0, 2, 0, 0])):
+        got = sample._choose(tf.constant(logits), prev, u, tf.constant(sample.MODES.index(mode)), 1.0, 2)
+        assert got.numpy().tolist() == expected, mode
+
+
+def test_temperature_to_zero_is_argmax(lstm):
+    _, _, sampler = lstm
+    greedy = sampler.generate(80, prime="the ", mode="argmax")
+    for seed in (0, 1):
+        assert sampler.generate(80, prime="the ", mode="sample", temperature=1e-4, seed=seed) == greedy
+    assert sampler.generate(80, prime="the ", mode="sample", temperature=1.0, seed=0) != greedy
+
+
+def test_same_seed_same_text_other_seed_other_text(lstm):
+    _, _, sampler = lstm
+    a = sampler.generate(100, seed=7)
+    assert a == sampler.generate(100, seed=7)
+    assert a != sampler.generate(100, seed=8)
+
+
+@pytest.mark.parametrize("mode", sample.MODES)
+def test_compiled_equals_naive(lstm, vocab, mode):
+    model, cfg, sampler = lstm
+    kwargs = dict(prime="on the", mode=mode, temperature=0.9, seed=11)
+    naive = sample.generate_naive(model, vocab, cfg, 25, **kwargs)
+    assert sampler.generate(25, **kwargs) == naive
+
+
+def test_xla_and_graph_executor_and_chunking_agree(lstm, vocab):
+    model, cfg, sampler = lstm
+    kwargs = dict(prime="on the", mode="sample", temperature=0.9, seed=11)
+    reference = sampler.generate(70, **kwargs)  # one chunk of 256 steps, XLA (one stream)
+    for jit in (True, False):
+        chunked = sample.Sampler(model, vocab, cfg, chunk=16, jit_compile=jit)  # five chunks
+        assert chunked.generate(70, **kwargs) == reference, jit
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn", "peephole"])
+def test_other_cells_compiled_equals_naive(vocab, cell):
+    seed_everything(1)
+    cfg = ModelConfig(len(vocab), hidden_size=8, num_layers=2, cell=cell, init="deck")
+    model = build_model(cfg)
+    a = sample.generate(model, vocab, cfg, 15, prime="the", seed=2)
+    assert a == sample.generate_naive(model, vocab, cfg, 15, prime="the", seed=2)
+
+
+def test_streams(lstm):
+    _, _, sampler = lstm
+    texts = sampler.generate(40, prime="the", num_streams=6, seed=1)
+    assert isinstance(texts, list) and len(texts) == 6
+    assert all(t.startswith("the") and len(t) == 43 for t in texts)
+    assert len(set(texts)) > 1  # independent random numbers per stream
+    greedy = sampler.generate(40, prime="the", num_streams=3, mode="argmax")
+    assert greedy == [sampler.generate(40, prime="the", mode="argmax")] * 3
+
+
+def test_prime_warms_up_the_state(lstm):
+    _, _, sampler = lstm
+    # Same last character, different history: with the whole prime fed, the output differs.
+    a = sampler.generate(40, prime="the cat sat on t", mode="argmax", include_prime=False)
+    b = sampler.generate(40, prime="a dog ran to t", mode="argmax", include_prime=False)
+    c = sampler.generate(40, prime="t", mode="argmax", include_prime=False)
+    assert len({a, b, c}) > 1
+    assert sampler.generate(0, prime="the") == "the"
+
+
+def test_unknown_prime_characters_are_named(lstm):
+    _, _, sampler = lstm
+    with pytest.raises(UnknownCharactersError, match=r"'Z'.*'é'") as info:
+        sampler.generate(10, prime="the Zé")
+    assert isinstance(info.value, sample.SamplingError) and info.value.unknown == ("Z", "é")
+    with pytest.raises(UnknownCharactersError, match="NFC"):  # decomposed Hangul: a hint to normalise
+        sample.check_prime("\u1100\u1161", ["가", " "])
+
+
+@pytest.mark.parametrize("kwargs", [dict(mode="beam"), dict(temperature=0.0), dict(temperature=-1.0),
+                                    dict(length=-1), dict(num_streams=0), dict(prime="")])
+def test_bad_options_raise(lstm, kwargs):
+    _, _, sampler = lstm
+    with pytest.raises(sample.SamplingError):
+        sampler.generate(**{"length": 5, **kwargs})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=2, max_size=8).filter(lambda p: sum(p) > 1e-3),
+       st.floats(1e-6, 1.0))
+def test_weighted_pick_inverts_the_cdf(p, u):
+    p = np.asarray(p, np.float64)
+    k = sample.weighted_pick(p, u)
+    c = np.cumsum(p)
+    assert 0 <= k < len(p) and p[k] > 0
+    assert c[k] >= u * c[-1] and (k == 0 or c[k - 1] < u * c[-1])
+
+
+def test_weighted_pick_frequencies_follow_p():
+    p = np.array([0.1, 0.6, 0.05, 0.25])
+    n = 2000
+    picks = [sample.weighted_pick(p, (i + 0.5) / n) for i in range(n)]  # evenly spread u
+    np.testing.assert_allclose(np.bincount(picks, minlength=4) / n, p, atol=1 / n)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-5, 5), min_size=3, max_size=10))
+def test_lower_temperature_lowers_entropy(logits):
+    logits = np.asarray(logits)
+    entropies = [float(-(q * np.log(q + 1e-300)).sum())
+                 for q in (sample.softmax_with_temperature(logits, t) for t in (2.0, 1.0, 0.5, 0.1))]
+    assert all(a >= b - 1e-9 for a, b in zip(entropies, entropies[1:]))
+    q = sample.softmax_with_temperature(logits, 1e-6)  # all mass on the largest logit(s)
+    assert q[logits >= logits.max() - 1e-3].sum() > 1 - 1e-9

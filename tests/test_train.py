@@ -1,0 +1,300 @@
+"""The training loop: learning, clipping, evaluation, exact resumption, safe checkpoints.
+
+Every ``train`` call traces its step, which costs a second or two (XLA compilation of the
+fused LSTM step several); the tests share one finished run (``run``) wherever they can and
+use the Keras step (``fused=False``) except where the fused path is the point.
+"""
+import dataclasses
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from charrnn_lib import train as train_module
+from charrnn_lib.data import TextLoader
+from charrnn_lib.model import ModelConfig, zero_states
+from charrnn_lib.train import (CheckpointError, CheckpointMismatchError, History, TrainConfig,
+                               clip_gradients, evaluate, latest_checkpoint, learning_rate_at,
+                               load_checkpoint, train)
+
+TEXT = ("the cat sat on the mat. the dog sat on the log. " * 12
+        + "a bird sang in the tree; the cat ran after it!\n" * 6)
+
+
+def small(**kw):
+    """Batches of 4 x 8, 10 % validation; the Keras step unless fused=True is asked for."""
+    base = dict(batch_size=4, seq_length=8, num_epochs=2, val_fraction=0.1, checkpoint_every=5,
+                fused=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def loader_for(path, tc: TrainConfig, cache):
+    return TextLoader(path, batch_size=tc.batch_size, seq_length=tc.seq_length,
+                      val_fraction=tc.val_fraction, cache_dir=cache)
+
+
+def weights_of(model):
+    return [v.numpy() for v in model.weights]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One finished run (Keras step): 3 epochs of 24 batches, warm-up and cosine schedule."""
+    folder = tmp_path_factory.mktemp("run")
+    corpus = folder / "tiny.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    tc = small(num_epochs=3, learning_rate=0.03, lr_schedule="cosine", warmup_batches=3,
+               min_lr_fraction=0.3)
+    loader = loader_for(corpus, tc, folder / "cache")
+    mc = ModelConfig(vocab_size=loader.vocab_size, hidden_size=16)
+    result = train(loader, mc, tc, out_dir=folder / "whole", progress=False)
+    return dict(folder=folder, corpus=corpus, tc=tc, mc=mc, loader=loader, result=result)
+
+
+@pytest.fixture
+def short(tmp_path):
+    """A corpus of 340 characters: 9 training batches of 4 x 8 and one validation batch."""
+    corpus = tmp_path / "short.txt"
+    corpus.write_text(TEXT[:340], encoding="utf-8")
+    loader = loader_for(corpus, small(), tmp_path / "cache")
+    assert loader.num_batches == 9
+    return loader
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_train_config_round_trip_and_validation():
+    tc = TrainConfig(lr_schedule="cosine", warmup_batches=3)
+    assert TrainConfig.from_dict(tc.to_dict()) == tc
+    for bad in [dict(batch_size=0), dict(learning_rate=0.0), dict(grad_clip=-1.0),
+                dict(lr_schedule="step"), dict(val_fraction=1.0), dict(min_lr_fraction=2.0)]:
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"batch_size": 5, "momentum": 0.9})
+
+
+def test_learning_rate_schedules():
+    constant = TrainConfig(learning_rate=0.002)
+    assert all(learning_rate_at(s, 100, constant) == 0.002 for s in range(100))
+    cosine = TrainConfig(learning_rate=0.004, lr_schedule="cosine", warmup_batches=10,
+                         min_lr_fraction=0.1)
+    rates = [learning_rate_at(s, 110, cosine) for s in range(110)]
+    np.testing.assert_allclose(rates[:10], 0.004 * np.arange(1, 11) / 10)   # linear warm-up
+    assert rates[10] == pytest.approx(0.004)                                # then the peak
+    assert rates[60] == pytest.approx(0.004 * (0.1 + 0.9 * 0.5))            # half-way
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))              # decreasing
+    assert rates[-1] > 0.0004 and learning_rate_at(110, 110, cosine) == pytest.approx(0.0004)
+
+
+def test_clip_gradients_by_global_norm():
+    rng = np.random.default_rng(0)
+    grads = [tf.constant(rng.normal(size=(3, 4)) * 10, tf.float32),
+             tf.constant(rng.normal(size=(5,)) * 10, tf.float32)]
+    norm = math.sqrt(sum(float(tf.reduce_sum(g * g)) for g in grads))
+    clipped, reported = clip_gradients(grads, 5.0)
+    assert float(reported) == pytest.approx(norm, rel=1e-5)
+    after = math.sqrt(sum(float(tf.reduce_sum(g * g)) for g in clipped))
+    assert after == pytest.approx(5.0, rel=1e-5) and after <= 5.0 + 1e-5
+    for g, c in zip(grads, clipped):  # one common factor: the direction is kept
+        np.testing.assert_allclose(c, g * (5.0 / norm), rtol=1e-5)
+    unclipped, _ = clip_gradients(grads, 2 * norm)  # under the threshold: unchanged
+    for g, c in zip(grads, unclipped):
+        np.testing.assert_allclose(c, g, rtol=1e-6)
+    off, off_norm = clip_gradients(grads, 0.0)  # 0 turns clipping off
+    assert float(off_norm) == pytest.approx(norm, rel=1e-5)
+    np.testing.assert_allclose(off[0], grads[0])
+
+
+def test_loader_must_match_train_config(run):
+    with pytest.raises(ValueError, match="seq_length"):
+        train(run["loader"], run["mc"], small(seq_length=9), progress=False)
+    with pytest.raises(ValueError, match="val_fraction"):
+        train(run["loader"], run["mc"], small(val_fraction=0.2), progress=False)
+    with pytest.raises(ValueError, match="vocab_size"):
+        train(run["loader"], ModelConfig(vocab_size=run["mc"].vocab_size + 1), small(),
+              progress=False)
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def test_loss_decreases_and_history_is_complete(run):
+    result, loader = run["result"], run["loader"]
+    h = result.history
+    n = 3 * loader.num_batches
+    assert len(h.train_loss) == len(h.grad_norm) == len(h.learning_rate) == n
+    assert len(h.val_loss) == len(h.epoch_train_loss) == 3
+    assert h.train_loss[0] == pytest.approx(math.log(loader.vocab_size), abs=0.1)  # Keras init
+    assert h.val_loss[-1] < h.val_loss[0] - 0.3
+    assert np.mean(h.train_loss[-5:]) < h.train_loss[0] - 1.0
+    assert h.val_bpc[-1] == pytest.approx(h.val_loss[-1] / math.log(2))
+    assert h.learning_rate == [learning_rate_at(s, n, run["tc"]) for s in range(n)]
+    assert result.finished and result.global_step == n and result.chars_per_second > 0
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn", "peephole"])
+def test_each_cell_trains_a_step(cell, short):
+    config = ModelConfig(vocab_size=short.vocab_size, hidden_size=6, cell=cell)
+    result = train(short, config, small(), progress=False, max_batches=2)
+    assert len(result.history.train_loss) == 2 and not result.finished
+    assert all(np.isfinite(result.history.train_loss))
+    assert result.history.train_loss[1] != result.history.train_loss[0]
+
+
+def test_clipping_is_applied_in_the_step(short):
+    """Adam's first step moves each weight by about lr * g / |g|, whatever the scale of g --
+    unless g was clipped to near nothing, when epsilon dominates and the step shrinks."""
+    config = ModelConfig(vocab_size=short.vocab_size, hidden_size=6)
+    before = weights_of(train(short, config, small(), progress=False, max_batches=0).model)
+    moves = {}
+    for clip in (0.0, 1e-9):
+        tc = small(grad_clip=clip, learning_rate=0.01)
+        after = weights_of(train(short, config, tc, progress=False, max_batches=1).model)
+        moves[clip] = max(np.abs(a - b).max() for a, b in zip(after, before))
+    assert moves[0.0] == pytest.approx(0.01, rel=0.01)
+    assert moves[1e-9] < 0.001
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_equals_manual_computation(run):
+    loader, config, model = run["loader"], run["mc"], run["result"].model
+    states, losses = zero_states(config, loader.batch_size), []
+    for x, y in zip(loader.val_x, loader.val_y):
+        logits, *states = model([tf.constant(x), *states])
+        logits = logits.numpy().astype(np.float64)
+        log_p = logits - logits.max(-1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+        losses.append(-np.take_along_axis(log_p, y[..., None], -1).mean())
+    value = evaluate(model, loader.val_x, loader.val_y, config)
+    assert value == pytest.approx(np.mean(losses), rel=1e-5)
+    assert value == run["result"].history.val_loss[-1]
+    # Carrying the state matters: restarting from zeros each batch gives another number.
+    fresh = np.mean([evaluate(model, x[None], y[None], config)
+                     for x, y in zip(loader.val_x, loader.val_y)])
+    assert abs(fresh - np.mean(losses)) > 1e-4
+    with pytest.raises(ValueError):
+        evaluate(model, loader.val_x[0], loader.val_y[0], config)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_gives_exactly_the_uninterrupted_run(short, tmp_path):
+    """The default path (fused LSTM, XLA): interrupted after 7 batches, then resumed."""
+    tc = small(learning_rate=0.01, lr_schedule="cosine", warmup_batches=2, fused=True)
+    config = ModelConfig(vocab_size=short.vocab_size, hidden_size=8)
+    whole = train(short, config, tc, out_dir=tmp_path / "whole", progress=False)
+    part = train(short, config, tc, out_dir=tmp_path / "split", progress=False, max_batches=7)
+    assert not part.finished and part.global_step == 7
+    assert latest_checkpoint(tmp_path / "split").name == "ckpt-00000007"
+    rest = train(short, config, tc, out_dir=tmp_path / "split", progress=False)
+    assert rest.resumed and rest.finished
+    assert rest.history == whole.history
+    for a, b in zip(weights_of(rest.model), weights_of(whole.model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_at_epoch_end_with_dropout(short, tmp_path):
+    """The Keras path with dropout (random masks): interrupted exactly at the end of epoch 1."""
+    tc = small(learning_rate=0.01)
+    config = ModelConfig(vocab_size=short.vocab_size, hidden_size=8, cell="gru", dropout=0.3)
+    whole = train(short, config, tc, out_dir=tmp_path / "whole", progress=False)
+    part = train(short, config, tc, out_dir=tmp_path / "split", progress=False, max_batches=9)
+    assert len(part.history.val_loss) == 1  # stopped after epoch 1's validation
+    rest = train(short, config, tc, out_dir=tmp_path / "split", progress=False)
+    assert rest.history == whole.history
+    for a, b in zip(weights_of(rest.model), weights_of(whole.model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_finished_run_returns_at_once_and_loads(run):
+    loader, mc, tc, first = run["loader"], run["mc"], run["tc"], run["result"]
+    out_dir = run["folder"] / "whole"
+    again = train(loader, mc, tc, out_dir=out_dir, progress=False)
+    assert again.resumed and again.finished and again.chars_per_second is None
+    assert again.history == first.history
+    for a, b in zip(weights_of(again.model), weights_of(first.model)):
+        np.testing.assert_array_equal(a, b)
+    model, vocab, model_config = load_checkpoint(out_dir, batch_size=1)
+    assert vocab == loader.vocab and model_config == mc and model.inputs[0].shape[0] == 1
+    for a, b in zip(weights_of(model), weights_of(first.model)):
+        np.testing.assert_array_equal(a, b)
+    ckpt = latest_checkpoint(out_dir)
+    assert [p.name for p in out_dir.iterdir()] == [ckpt.name]  # older checkpoints pruned
+    progress = json.loads((ckpt / "progress.json").read_text())
+    assert progress["finished"] and progress["global_step"] == 3 * loader.num_batches
+    assert np.load(ckpt / "state.npy").shape == (4, tc.batch_size, 16)
+    assert History.from_dict(progress["history"]) == first.history
+
+
+def test_mismatched_checkpoint_is_refused(run, tmp_path):
+    loader, mc, tc = run["loader"], run["mc"], run["tc"]
+    out_dir = run["folder"] / "whole"
+    with pytest.raises(CheckpointMismatchError, match=r"hidden_size: checkpoint 16, now 17"):
+        train(loader, ModelConfig(vocab_size=loader.vocab_size, hidden_size=17), tc,
+              out_dir=out_dir, progress=False)
+    with pytest.raises(CheckpointMismatchError, match="(?s)learning_rate.*delete"):
+        train(loader, mc, dataclasses.replace(tc, learning_rate=0.1), out_dir=out_dir,
+              progress=False)
+    other = tmp_path / "other.txt"
+    other.write_text(TEXT.upper(), encoding="utf-8")
+    other_loader = loader_for(other, tc, tmp_path / "cache")
+    with pytest.raises(CheckpointMismatchError, match="vocabulary"):
+        train(other_loader, ModelConfig(vocab_size=other_loader.vocab_size, hidden_size=16), tc,
+              out_dir=out_dir, progress=False)
+    # Same vocabulary, other text: the data fingerprint differs.
+    shuffled = tmp_path / "shuffled.txt"
+    shuffled.write_text(TEXT[::-1], encoding="utf-8")
+    with pytest.raises(CheckpointMismatchError, match="fingerprint"):
+        train(loader_for(shuffled, tc, tmp_path / "cache2"), mc, tc, out_dir=out_dir, progress=False)
+    # checkpoint_every is bookkeeping, not part of the run: another value is accepted
+    again = train(loader, mc, dataclasses.replace(tc, checkpoint_every=3), out_dir=out_dir,
+                  progress=False)
+    assert again.finished
+
+
+def test_checkpoint_write_is_atomic(short, tmp_path, monkeypatch):
+    tc = small(num_epochs=1, checkpoint_every=0)
+    config = ModelConfig(vocab_size=short.vocab_size, hidden_size=6)
+    out_dir = tmp_path / "run"
+    train(short, config, tc, out_dir=out_dir, progress=False, max_batches=2)
+    good = latest_checkpoint(out_dir)
+    assert good.name == "ckpt-00000002"
+
+    def failing_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train_module.np, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        train(short, config, tc, out_dir=out_dir, progress=False, max_batches=1)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out_dir.iterdir()) == ["ckpt-00000002"]  # nothing half-written
+    model, _, _ = load_checkpoint(out_dir)
+    assert model.count_params() > 0
+
+
+def test_load_checkpoint_errors(run, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nothing")
+    copy = tmp_path / "copy"
+    shutil.copytree(run["folder"] / "whole", copy)
+    ckpt = latest_checkpoint(copy)
+    (ckpt / "model.weights.h5").write_bytes(b"not an h5 file")
+    with pytest.raises(CheckpointError, match="cannot load the weights"):
+        load_checkpoint(copy)
+    (ckpt / "optimizer.npz").unlink()
+    with pytest.raises(CheckpointError, match="incomplete.*optimizer.npz"):
+        load_checkpoint(copy)
+    (ckpt / "progress.json").write_text("{ not json")
+    (ckpt / "optimizer.npz").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(copy)
