@@ -108,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="weight initialisation: Keras's defaults; 'deck': unit-normal embedding and output "
                             "layer as in the deck's TF1 code; 'unit_embedding': unit-normal embedding only")
     train.add_argument("--strategy", choices=STRATEGIES, default="auto",
-                       help="tf.distribute strategy: 'auto' mirrors over all GPUs when there are several")
+                       help="tf.distribute strategy: 'auto' mirrors over all GPUs when there are several; "
+                            "'mirrored': one replica per GPU (per logical CPU device without GPUs)")
+    train.add_argument("--cpu-devices", type=positive_int, default=1,
+                       help="split the CPU into this many logical devices, so that --strategy mirrored can "
+                            "be tried without GPUs (they share the same cores: for testing, not speed)")
     train.add_argument("--max-batches", type=positive_int, default=None,
                        help="stop after this many training batches in this call and save; run the "
                             "same command again to continue")
@@ -213,17 +217,27 @@ def _load_corpus(args, parser):
         parser.error(f"--corpus {args.corpus!r}: {exc}")
 
 
-def run_train(args, loader) -> int:
+def run_train(args, loader, parser=None) -> int:
     print(f"corpus {loader.path}: {len(loader.train_ids):,} training characters, "
           f"{len(loader.val_ids):,} validation, vocabulary of {loader.vocab_size}")
 
-    from charrnn_lib.distribute import make_strategy
+    from charrnn_lib.distribute import make_strategy, per_replica_batch_size, split_cpu
+
+    if args.cpu_devices > 1:
+        split_cpu(args.cpu_devices)  # before anything starts TensorFlow's devices
     from charrnn_lib.model import ModelConfig  # TensorFlow is loaded from here on
     from charrnn_lib.repro import seed_everything
     from charrnn_lib.train import TrainConfig, train
 
     seed_everything(args.seed)
     strategy = make_strategy(args.strategy)
+    try:
+        per_replica_batch_size(strategy, args.batch_size)
+    except ValueError as exc:
+        (parser or build_parser().commands["train"]).error(f"--batch-size: {exc}")
+    if strategy.num_replicas_in_sync > 1:
+        print(f"{strategy.num_replicas_in_sync} replicas ({type(strategy).__name__}), "
+              f"{args.batch_size // strategy.num_replicas_in_sync} rows of each batch per replica")
     model_config = ModelConfig(loader.vocab_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
                                cell=args.cell, dropout=args.dropout, init=args.init)
     train_config = TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length,
@@ -280,6 +294,6 @@ def main(argv=None) -> int:
     if args.command == "train":
         sub = parser.commands["train"]
         _check_train(args, sub)
-        return run_train(args, _load_corpus(args, sub))
+        return run_train(args, _load_corpus(args, sub), sub)
     vocab = _check_sample(args, parser.commands["sample"])
     return run_sample(args, vocab)

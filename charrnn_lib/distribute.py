@@ -92,7 +92,8 @@ def make_strategy(name: str = "auto", devices: Sequence[str] | None = None):
 
     ``"default"``: the default strategy (one device; ``devices``, if given, must name one
     device and gives a ``OneDeviceStrategy`` on it).  ``"mirrored"``: ``MirroredStrategy``
-    on ``devices`` (default: every GPU, or the CPU when there is none).  ``"auto"``:
+    on ``devices`` (default: every GPU; without GPUs, every logical CPU device -- one
+    unless ``split_cpu`` made more).  ``"auto"``:
     mirrored when ``devices`` names several or the machine has more than one GPU, else
     default.  For TPUs build ``tf.distribute.TPUStrategy`` yourself and pass it to
     ``train``: everything here only uses the ``Strategy`` interface.
@@ -106,6 +107,8 @@ def make_strategy(name: str = "auto", devices: Sequence[str] | None = None):
         many = len(devices) > 1 if devices else len(tf.config.list_logical_devices("GPU")) > 1
         name = "mirrored" if many else "default"
     if name == "mirrored":
+        if devices is None and not tf.config.list_logical_devices("GPU"):
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]  # see split_cpu
         return tf.distribute.MirroredStrategy(devices)
     if devices:
         if len(devices) != 1:

@@ -1,12 +1,14 @@
 """Training char-rnn: the compiled step, truncated BPTT across batches, exact checkpoints.
 
-One training step (``_replica_step``) is the deck's loop body, in TensorFlow 2:
+One training step (``replica_step`` in ``_make_train_step``) is the deck's loop body, in
+TensorFlow 2:
 
 1. run the model on a batch ``x`` (B, T) from the carried state -> logits (B, T, K) and the
    new state;
 2. the loss is the mean cross-entropy of the next characters ``y`` (B, T), computed from
    the logits with *sparse* labels (integer ids; no one-hot tensor is ever built);
-3. gradients by ``tf.GradientTape``; clipped together by their global norm
+3. gradients by ``tf.GradientTape``; the embedding's sparse gradient made dense (repeated
+   characters summed); all clipped together by their global norm
    (``tf.clip_by_global_norm``, the deck's ``grad_clip = 5``); one Adam update;
 4. the new state is returned and fed to the next batch (row ``r`` of batch ``b + 1``
    continues row ``r`` of batch ``b``): truncated BPTT with a carried state.
@@ -22,29 +24,23 @@ checkpoint holds everything the run's future depends on -- weights, Adam's momen
 step count, the carried state, the data position, the history -- so a resumed run
 produces exactly the weights an uninterrupted one does.
 
-Checkpoint layout: ``out_dir/ckpt-<global step>/`` with ``model.weights.h5``,
-``optimizer.npz`` (Adam's step count and moments), ``state.npy`` (n_states, B, H),
-``rng.npz`` (dropout's random-number states), ``vocab.json``, ``config.json`` (model and
-training configuration, data fingerprint) and ``progress.json`` (epoch, batch pointer,
-global step, history).  No pickles: every file is JSON, NumPy or HDF5 data.  Each is written into a temporary folder first and renamed into place
-when complete, so a crash never leaves a half-written checkpoint behind.
+The checkpoints and their format are ``charrnn_lib.checkpoint``'s; ``load_checkpoint`` and
+the checkpoint errors are re-exported here.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 import time
-import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
 
+from charrnn_lib import checkpoint
+from charrnn_lib.checkpoint import (CheckpointError, CheckpointMismatchError,  # noqa: F401
+                                    latest_checkpoint, load_checkpoint)
 from charrnn_lib.model import ModelConfig, build_model
 
 __all__ = [
@@ -62,18 +58,7 @@ __all__ = [
 ]
 
 LN2 = math.log(2.0)
-CHECKPOINT_FORMAT = 1
 SCHEDULES = ("constant", "cosine")
-# Fields of TrainConfig that do not change what a run computes: a resumed run may differ in them.
-_BOOKKEEPING_FIELDS = ("checkpoint_every",)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, incomplete or damaged."""
-
-
-class CheckpointMismatchError(CheckpointError):
-    """``out_dir`` holds a checkpoint of a different run (other data, vocabulary or config)."""
 
 
 # --------------------------------------------------------------------------- configuration
@@ -256,35 +241,39 @@ def _make_train_step(model, optimizer, model_config: ModelConfig, train_config: 
     return train_step
 
 
-_EVAL_STEPS: dict = {}
+# Compiled evaluation steps, per model and batch shape.  Weak keys, and steps that hold
+# their model weakly: a cached step never keeps a model alive.
+_EVAL_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _eval_step(model, model_config: ModelConfig, batch_size: int, seq_length: int):
     """A compiled ``(x, y, *states) -> (loss, *new_states)`` for ``model``, cached."""
     import tensorflow as tf
 
-    key = (id(model), batch_size, seq_length)
-    cached = _EVAL_STEPS.get(key)
-    if cached is not None and cached[0] is model:
-        return cached[1]
+    steps = _EVAL_STEPS.setdefault(model, {})
+    if (batch_size, seq_length) in steps:
+        return steps[batch_size, seq_length]
+    model_ref = weakref.ref(model)
     signature = [tf.TensorSpec((batch_size, seq_length), tf.int32),
                  tf.TensorSpec((batch_size, seq_length), tf.int32),
                  *_state_spec(model_config, batch_size)]
 
     @tf.function(input_signature=signature)
     def eval_step(x, y, *states):
-        logits, *new_states = model([x, *states], training=False)
+        logits, *new_states = model_ref()([x, *states], training=False)  # (B, T, K)
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
         return (tf.reduce_mean(losses), *new_states)
 
-    _EVAL_STEPS[key] = (model, eval_step)
+    steps[batch_size, seq_length] = eval_step
     return eval_step
 
 
-def evaluate(model, x_batches, y_batches, model_config: ModelConfig) -> float:
+def evaluate(model, x_batches, y_batches, model_config: ModelConfig,
+             carry_state: bool = True) -> float:
     """Mean cross-entropy (nats per character) over ``(num_batches, B, T)`` batches.
 
-    The state starts at zero and is carried from batch to batch, as in training.
+    The state starts at zero and is carried from batch to batch, as in training
+    (``carry_state=False``: every batch starts from zeros).
     """
     import tensorflow as tf
 
@@ -298,170 +287,14 @@ def evaluate(model, x_batches, y_batches, model_config: ModelConfig) -> float:
         raise ValueError("no batches to evaluate")
     _, batch_size, seq_length = x_batches.shape
     step = _eval_step(model, model_config, batch_size, seq_length)
-    states = zero_states(model_config, batch_size)
-    total = 0.0
+    zeros = zero_states(model_config, batch_size)
+    states, total = zeros, 0.0
     for x, y in zip(x_batches, y_batches):
         loss, *states = step(tf.constant(x, tf.int32), tf.constant(y, tf.int32), *states)
         total += float(loss)
+        if not carry_state:
+            states = zeros
     return total / x_batches.shape[0]
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _data_fingerprint(loader) -> str:
-    digest = hashlib.sha256()
-    for arr in (loader.x_batches, loader.val_x):
-        if arr is not None:
-            digest.update(np.ascontiguousarray(arr, dtype=np.int32).tobytes())
-    return digest.hexdigest()
-
-
-def _run_identity(loader, model_config: ModelConfig, train_config: TrainConfig) -> dict:
-    """What must match for a checkpoint to belong to this run."""
-    train = {k: v for k, v in train_config.to_dict().items() if k not in _BOOKKEEPING_FIELDS}
-    return {"model": model_config.to_dict(), "train": train,
-            "data": {"fingerprint": _data_fingerprint(loader),
-                     "num_batches": int(loader.num_batches),
-                     "num_val_batches": int(getattr(loader, "num_val_batches", 0) or 0)}}
-
-
-def latest_checkpoint(out_dir) -> Path | None:
-    """The newest complete ``ckpt-*`` folder in ``out_dir`` (or ``out_dir`` itself if it is one)."""
-    out_dir = Path(out_dir)
-    if (out_dir / "progress.json").is_file():
-        return out_dir
-    if not out_dir.is_dir():
-        return None
-    found = [p for p in out_dir.glob("ckpt-*") if p.is_dir() and p.name[5:].isdigit()]
-    return max(found, key=lambda p: int(p.name[5:])) if found else None
-
-
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
-
-
-def _rng_variables(model) -> list:
-    """The model's random-number generator states (dropout's seed generators)."""
-    return [v for v in model.non_trainable_variables if "seed_generator" in v.path]
-
-
-def _save_checkpoint(out_dir: Path, *, model, optimizer, states, vocab, identity: dict,
-                     progress: dict) -> Path:
-    """Write a checkpoint into a temporary folder, then rename it into place; prune older ones."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / f"ckpt-{progress['global_step']:08d}"
-    if (final / "progress.json").is_file():
-        return final  # this step is saved already, and a run's state is a function of its step
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".tmp-ckpt-"))
-    try:
-        with warnings.catch_warnings():  # Keras's saver calls np.array on TF variables, which
-            warnings.filterwarnings(     # NumPy 2 flags (no copy= keyword); harmless here
-                "ignore", message="__array__ implementation doesn't accept a copy keyword")
-            model.save_weights(str(tmp / "model.weights.h5"))
-        store = {}
-        optimizer.save_own_variables(store)                 # {"0": iterations, "1": ..., ...}
-        np.savez(tmp / "optimizer.npz", **store)
-        np.save(tmp / "state.npy", np.stack([np.asarray(s) for s in states]).astype(np.float32))
-        # Keras keeps each dropout layer's random-number state in a non-trainable variable
-        # that save_weights leaves out; without it a resumed run would draw other masks.
-        np.savez(tmp / "rng.npz", **{str(i): v.numpy() for i, v in enumerate(_rng_variables(model))})
-        (tmp / "vocab.json").write_text(vocab.to_json(), encoding="utf-8")
-        _write_json(tmp / "config.json", identity)
-        _write_json(tmp / "progress.json", {"format": CHECKPOINT_FORMAT, **progress})  # last
-        shutil.rmtree(final, ignore_errors=True)            # an incomplete leftover, if any
-        os.replace(tmp, final)                              # atomic: the folder appears complete
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for old in out_dir.glob("ckpt-*"):
-        if old != final and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _read_checkpoint_meta(ckpt: Path) -> tuple[dict, dict, object]:
-    """``(identity, progress, vocab)`` of a checkpoint folder, with clear errors."""
-    from charrnn_lib.data import Vocab
-
-    needed = ("model.weights.h5", "optimizer.npz", "state.npy", "rng.npz", "vocab.json",
-              "config.json", "progress.json")
-    missing = [name for name in needed if not (ckpt / name).is_file()]
-    if missing:
-        raise CheckpointError(f"checkpoint {ckpt} is incomplete: {', '.join(missing)} missing. "
-                              "Delete the folder (an older checkpoint or a fresh start is used).")
-    try:
-        identity = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
-        progress = json.loads((ckpt / "progress.json").read_text(encoding="utf-8"))
-        vocab = Vocab.from_json((ckpt / "vocab.json").read_text(encoding="utf-8"))
-        ModelConfig.from_dict(identity["model"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {ckpt} is damaged ({exc}); delete it and train again") from None
-    if progress.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {ckpt} has format {progress.get('format')!r}, this "
-                              f"library reads format {CHECKPOINT_FORMAT}; train again")
-    return identity, progress, vocab
-
-
-def _describe_mismatch(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
-    lines = []
-    for key in sorted(set(saved) | set(wanted)):
-        a, b = saved.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            lines += _describe_mismatch(a, b, f"{prefix}{key}.")
-        elif a != b:
-            lines.append(f"{prefix}{key}: checkpoint {a!r}, now {b!r}")
-    return lines
-
-
-def _load_weights(model, ckpt: Path) -> None:
-    try:
-        model.load_weights(str(ckpt / "model.weights.h5"))
-    except Exception as exc:  # h5py/keras raise many types for a damaged or foreign file
-        raise CheckpointError(f"cannot load the weights of {ckpt}: {exc}") from None
-
-
-def load_checkpoint(out_dir, batch_size: int | None = None):
-    """``(model, vocab, model_config)`` from the newest checkpoint in ``out_dir``.
-
-    ``batch_size`` fixes the model's batch dimension (``None``: free), e.g. 1 for sampling.
-    """
-    ckpt = latest_checkpoint(out_dir)
-    if ckpt is None:
-        raise CheckpointError(f"no checkpoint in {out_dir}: train first, e.g. "
-                              f"train(loader, model_config, train_config, out_dir={str(out_dir)!r})")
-    identity, _, vocab = _read_checkpoint_meta(ckpt)
-    model_config = ModelConfig.from_dict(identity["model"])
-    if len(vocab) != model_config.vocab_size:
-        raise CheckpointMismatchError(f"checkpoint {ckpt}: vocab.json has {len(vocab)} characters "
-                                      f"but the model expects {model_config.vocab_size}")
-    model = build_model(model_config, batch_size=batch_size)
-    _load_weights(model, ckpt)
-    return model, vocab, model_config
-
-
-def _restore_rng(model, ckpt: Path) -> None:
-    with np.load(ckpt / "rng.npz", allow_pickle=False) as data:
-        arrays = [data[str(i)] for i in range(len(data.files))]
-    variables = _rng_variables(model)
-    if len(arrays) != len(variables):
-        raise CheckpointError(f"{ckpt}/rng.npz has {len(arrays)} generator states, the model "
-                              f"{len(variables)}")
-    for var, value in zip(variables, arrays):
-        var.assign(value)
-
-
-def _restore_optimizer(optimizer, ckpt: Path) -> None:
-    with np.load(ckpt / "optimizer.npz", allow_pickle=False) as data:  # never unpickle
-        store = {k: data[k] for k in data.files}
-    if len(store) != len(optimizer.variables):
-        raise CheckpointError(f"{ckpt}/optimizer.npz has {len(store)} arrays, the optimizer "
-                              f"{len(optimizer.variables)} variables")
-    for i, var in enumerate(optimizer.variables):
-        if tuple(store[str(i)].shape) != tuple(var.shape):
-            raise CheckpointError(f"{ckpt}/optimizer.npz: array {i} has shape "
-                                  f"{store[str(i)].shape}, variable {var.path} {tuple(var.shape)}")
-    optimizer.load_own_variables(store)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -505,27 +338,15 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
                          f"{loader.vocab_size} characters; use ModelConfig(vocab_size=loader.vocab_size)")
     strategy = strategy or tf.distribute.get_strategy()
     out_dir = Path(out_dir) if out_dir is not None else None
-    identity = _run_identity(loader, model_config, train_config)
+    identity = checkpoint.run_identity(loader, model_config, train_config)
     B, nb = train_config.batch_size, loader.num_batches
     total_steps = train_config.num_epochs * nb
 
-    if out_dir is not None:                                 # leftovers of a killed save
-        for junk in out_dir.glob(".tmp-ckpt-*"):
-            shutil.rmtree(junk, ignore_errors=True)
-    ckpt = latest_checkpoint(out_dir) if out_dir is not None else None
+    if out_dir is not None:
+        checkpoint.remove_leftovers(out_dir)
+    ckpt = checkpoint.latest_checkpoint(out_dir) if out_dir is not None else None
     if ckpt is not None:
-        saved_identity, saved_progress, saved_vocab = _read_checkpoint_meta(ckpt)
-        if saved_vocab.chars != loader.vocab.chars:
-            raise CheckpointMismatchError(
-                f"{out_dir} holds a checkpoint trained with a different vocabulary "
-                f"({len(saved_vocab)} characters vs {loader.vocab_size} now): it is another "
-                f"corpus. Use another out_dir, or delete {out_dir} to start over.")
-        diffs = _describe_mismatch(saved_identity, identity)
-        if diffs:
-            raise CheckpointMismatchError(
-                f"{out_dir} holds a checkpoint of a different run:\n  " + "\n  ".join(diffs)
-                + f"\nUse another out_dir, delete {out_dir} to start over, or pass the "
-                "checkpoint's configuration to resume it.")
+        _, saved_progress = checkpoint.check_same_run(ckpt, loader.vocab, identity)
 
     seed_everything(train_config.seed)
     with strategy.scope():
@@ -537,9 +358,9 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
     states = zero_states(model_config, B)
     finished = False
     if ckpt is not None:
-        _load_weights(model, ckpt)
-        _restore_rng(model, ckpt)
-        _restore_optimizer(optimizer, ckpt)
+        checkpoint.load_weights(model, ckpt)
+        checkpoint.restore_rng(model, ckpt)
+        checkpoint.restore_optimizer(optimizer, ckpt)
         history = History.from_dict(saved_progress["history"])
         epoch, pointer = saved_progress["epoch"], saved_progress["batch"]
         global_step, finished = saved_progress["global_step"], saved_progress["finished"]
@@ -553,7 +374,7 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
     def save():
         if out_dir is None:
             return
-        _save_checkpoint(out_dir, model=model, optimizer=optimizer, states=states,
+        checkpoint.save_checkpoint(out_dir, model=model, optimizer=optimizer, states=states,
                          vocab=loader.vocab, identity=identity,
                          progress={"epoch": epoch, "batch": pointer, "global_step": global_step,
                                    "finished": finished, "history": history.to_dict()})
@@ -616,7 +437,11 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
 
 
 def _progress_bar(enabled: bool, total: int, initial: int):
+    """A tqdm bar on stderr: redrawn every second on a terminal, every 10 s elsewhere
+    (a notebook or a log file keeps every redraw)."""
     from tqdm import tqdm
 
+    interactive = getattr(sys.stderr, "isatty", lambda: False)()
     return tqdm(total=total, initial=initial, disable=not enabled, file=sys.stderr,
-                unit="batch", mininterval=1.0, dynamic_ncols=False, ncols=100, ascii=True)
+                unit="batch", mininterval=1.0 if interactive else 10.0, dynamic_ncols=False,
+                ncols=100, ascii=True)

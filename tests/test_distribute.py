@@ -134,6 +134,105 @@ def test_rows_are_split_contiguously_and_gathered_back(equivalence):
     np.testing.assert_array_equal(np.array(equivalence["roundtrip"]), probe)
 
 
+RESUME_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+import numpy as np
+from charrnn_lib.distribute import split_cpu, make_strategy
+devices = split_cpu(2)
+from charrnn_lib.data import TextLoader
+from charrnn_lib.model import ModelConfig
+from charrnn_lib.train import TrainConfig, train
+
+tc = TrainConfig(batch_size=8, seq_length=16, num_epochs=1, val_fraction=0.1, learning_rate=0.01,
+                 grad_clip=0.5, checkpoint_every=0)
+loader = TextLoader(sys.argv[1], batch_size=8, seq_length=16, val_fraction=0.1, cache_dir="cache")
+config = ModelConfig(vocab_size=loader.vocab_size, hidden_size=16)
+mirrored = make_strategy("mirrored", devices)
+STOP = 4
+
+def run(name, first, then):
+    out = Path(name)
+    part = train(loader, config, tc, out_dir=out, progress=False, strategy=first, max_batches=STOP)
+    rest = train(loader, config, tc, out_dir=out, progress=False, strategy=then)
+    state = np.load(next(out.glob("ckpt-*")) / "state.npy")
+    return {"part_steps": part.global_step, "resumed": rest.resumed, "finished": rest.finished,
+            "train_loss": rest.history.train_loss, "grad_norm": rest.history.grad_norm,
+            "val_loss": rest.history.val_loss, "weights": [w.tolist() for w in rest.model.get_weights()],
+            "state_shape": list(state.shape)}
+
+result = {"num_batches": loader.num_batches, "replicas": mirrored.num_replicas_in_sync,
+          "one_device": run("one", None, None), "two_replicas": run("two", mirrored, mirrored),
+          "two_then_one": run("two_then_one", mirrored, None), "one_then_two": run("one_then_two", None, mirrored)}
+print(json.dumps(result))
+"""
+
+
+@pytest.fixture(scope="module")
+def resumed_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(distribute.__doc__[:2400], encoding="utf-8")
+    return _run_script(tmp, RESUME_SCRIPT, str(corpus), timeout=400)
+
+
+def _same_run(a: dict, b: dict) -> None:
+    np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=REL_TOL)
+    np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=REL_TOL)
+    np.testing.assert_allclose(a["val_loss"], b["val_loss"], rtol=REL_TOL)
+    for wa, wb in zip(a["weights"], b["weights"]):
+        np.testing.assert_allclose(np.array(wa), np.array(wb), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_train_on_two_replicas_matches_one_device(resumed_runs):
+    one, two = resumed_runs["one_device"], resumed_runs["two_replicas"]
+    assert resumed_runs["replicas"] == 2 and len(one["train_loss"]) == resumed_runs["num_batches"] > 4
+    assert max(one["grad_norm"]) > 0.5, "clipping (grad_clip=0.5) must be exercised"
+    _same_run(two, one)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["two_then_one", "one_then_two"])
+def test_checkpoints_resume_under_the_other_strategy(resumed_runs, order):
+    run, reference = resumed_runs[order], resumed_runs["one_device"]
+    assert run["part_steps"] == 4 and run["resumed"] and run["finished"]
+    assert run["state_shape"][1] == 8, "the checkpoint stores the state of all 8 rows, in row order"
+    _same_run(run, reference)
+
+
+@pytest.mark.slow
+def test_command_line_strategy_end_to_end(tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(distribute.__doc__[:2400], encoding="utf-8")
+    common = [sys.executable, "-m", "charrnn_lib", "train", "--corpus", str(corpus), "--hidden-size", "8",
+              "--batch-size", "4", "--seq-length", "16", "--epochs", "1", "--quiet"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+    def cli(*args):
+        done = subprocess.run(common + list(args), capture_output=True, text=True, timeout=300, env=env,
+                              cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    def history(out):
+        ckpt = next((tmp_path / out).glob("ckpt-*"))
+        return json.loads((ckpt / "progress.json").read_text())["history"]
+
+    cli("--out", "ref", "--strategy", "default")
+    first = cli("--out", "run", "--strategy", "mirrored", "--cpu-devices", "2", "--max-batches", "3")
+    assert "2 replicas" in first and "stopped after 3 batches" in first
+    second = cli("--out", "run", "--strategy", "default")
+    assert "resumed" in second and "finished" in second
+    ref, run = history("ref"), history("run")
+    assert len(run["train_loss"]) == len(ref["train_loss"]) > 3
+    np.testing.assert_allclose(run["train_loss"], ref["train_loss"], rtol=REL_TOL)
+    np.testing.assert_allclose(run["val_loss"], ref["val_loss"], rtol=REL_TOL)
+    odd = subprocess.run(common + ["--out", "odd", "--strategy", "mirrored", "--cpu-devices", "3"],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert odd.returncode == 2 and "multiple of 3" in odd.stderr
+
+
 # --------------------------------------------------------------------------- devices and strategies
 
 
