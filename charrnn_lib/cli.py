@@ -236,8 +236,9 @@ def run_train(args, loader, parser=None) -> int:
     except ValueError as exc:
         (parser or build_parser().commands["train"]).error(f"--batch-size: {exc}")
     if strategy.num_replicas_in_sync > 1:
-        print(f"{strategy.num_replicas_in_sync} replicas ({type(strategy).__name__}), "
-              f"{args.batch_size // strategy.num_replicas_in_sync} rows of each batch per replica")
+        (parser or build_parser().commands["train"]).error(
+            f"--strategy {args.strategy} gives {strategy.num_replicas_in_sync} replicas, but training on several "
+            "replicas is not wired into train() yet; use --strategy default")
     model_config = ModelConfig(loader.vocab_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
                                cell=args.cell, dropout=args.dropout, init=args.init)
     train_config = TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length,

@@ -337,6 +337,14 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
         raise ValueError(f"model_config.vocab_size={model_config.vocab_size} but the corpus has "
                          f"{loader.vocab_size} characters; use ModelConfig(vocab_size=loader.vocab_size)")
     strategy = strategy or tf.distribute.get_strategy()
+    if strategy.num_replicas_in_sync > 1:
+        # The multi-replica step (rows split per replica, loss averaged over the global
+        # batch, gradients reduced before clipping) lives in charrnn_lib.distribute and is
+        # tested there for equivalence, but train() does not use it yet.
+        raise NotImplementedError(
+            f"train() runs on one replica; {type(strategy).__name__} has {strategy.num_replicas_in_sync}. "
+            "Use the default strategy (command line: --strategy default)."
+        )
     out_dir = Path(out_dir) if out_dir is not None else None
     identity = checkpoint.run_identity(loader, model_config, train_config)
     B, nb = train_config.batch_size, loader.num_batches
