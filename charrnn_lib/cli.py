@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cpu-devices", type=positive_int, default=1,
                        help="split the CPU into this many logical devices, so that --strategy mirrored can "
                             "be tried without GPUs (they share the same cores: for testing, not speed)")
+    train.add_argument("--mixed-precision", action="store_true",
+                       help="compute in float16 with float32 weights and loss scaling (mixed_float16): "
+                            "faster on GPUs with tensor cores, slower on a CPU (default: off)")
     train.add_argument("--max-batches", type=positive_int, default=None,
                        help="stop after this many training batches in this call and save; run the "
                             "same command again to continue")
@@ -236,14 +239,14 @@ def run_train(args, loader, parser=None) -> int:
     except ValueError as exc:
         (parser or build_parser().commands["train"]).error(f"--batch-size: {exc}")
     if strategy.num_replicas_in_sync > 1:
-        (parser or build_parser().commands["train"]).error(
-            f"--strategy {args.strategy} gives {strategy.num_replicas_in_sync} replicas, but training on several "
-            "replicas is not wired into train() yet; use --strategy default")
+        print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas of "
+              f"{args.batch_size // strategy.num_replicas_in_sync} rows each")
     model_config = ModelConfig(loader.vocab_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
                                cell=args.cell, dropout=args.dropout, init=args.init)
     train_config = TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length,
                                learning_rate=args.learning_rate, grad_clip=args.grad_clip,
-                               num_epochs=args.epochs, val_fraction=args.val_fraction, seed=args.seed)
+                               num_epochs=args.epochs, val_fraction=args.val_fraction, seed=args.seed,
+                               mixed_precision=args.mixed_precision)
     result = train(loader, model_config, train_config, out_dir=args.out, progress=not args.quiet,
                    strategy=strategy, max_batches=args.max_batches)
     if result.resumed:

@@ -1,4 +1,4 @@
-"""Scaling up: one training step that runs on one CPU, one GPU or many devices.
+"""Scaling up: the devices, strategies and row bookkeeping that let training run anywhere.
 
 TensorFlow's ``tf.distribute`` engine runs the same Python training step under a
 *strategy*.  The default strategy is one device.  ``MirroredStrategy`` keeps one copy
@@ -16,21 +16,22 @@ of ``B`` rows, replica ``i`` always receives rows ``i * B/R`` to ``(i + 1) * B/R
 receive next; ``gather_rows`` puts the slices back together in row order, which is what a
 checkpoint stores, so a run saved under one strategy resumes under another.
 
-The loss is averaged over the *global* batch (``tf.nn.compute_average_loss``): each
-replica divides its sum by ``B``, not by ``B/R``, so that summing the replicas' gradients
-gives the gradient of the mean loss over all ``B`` rows -- the same number one device
-computes.  Gradient clipping by global norm needs the norm of that *summed* gradient, so
-``make_train_step`` all-reduces the gradients first, clips with the common factor and lets
-the optimizer sum the clipped local gradients (Keras 3 would otherwise clip each
-replica's gradient separately, before summing: a different, batch-split-dependent rule).
+The step itself is ``charrnn_lib.train.make_train_step``: each replica's loss is the mean
+over its ``B/R`` rows divided by ``R`` (what ``tf.nn.compute_average_loss`` does), so that
+the replicas' gradients *sum* to the gradient of the mean over all ``B`` rows -- the number
+one device computes.  Clipping by global norm needs the norm of that sum, so the step
+all-reduces the gradients first, scales each replica's own by the common factor and lets
+the optimizer sum them (clipping each replica's gradient by its own norm would be a
+different rule, one that changes with the number of replicas).
 
 Also here: the cuDNN eligibility check of a built model (``cudnn_blockers``), mixed
-precision (``mixed_precision_optimizer``) and named model sizes (``PRESETS``).
+precision (``mixed_precision_optimizer``), a throughput probe (``measure_throughput``) and
+named model sizes (``PRESETS``).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Sequence
 
 __all__ = [
     "DevicesAlreadyInitializedError",
@@ -40,7 +41,6 @@ __all__ = [
     "cudnn_blockers",
     "gather_rows",
     "make_strategy",
-    "make_train_step",
     "measure_throughput",
     "mixed_precision_optimizer",
     "per_replica_batch_size",
@@ -93,10 +93,15 @@ def make_strategy(name: str = "auto", devices: Sequence[str] | None = None):
     ``"default"``: the default strategy (one device; ``devices``, if given, must name one
     device and gives a ``OneDeviceStrategy`` on it).  ``"mirrored"``: ``MirroredStrategy``
     on ``devices`` (default: every GPU; without GPUs, every logical CPU device -- one
-    unless ``split_cpu`` made more).  ``"auto"``:
-    mirrored when ``devices`` names several or the machine has more than one GPU, else
-    default.  For TPUs build ``tf.distribute.TPUStrategy`` yourself and pass it to
-    ``train``: everything here only uses the ``Strategy`` interface.
+    unless ``split_cpu`` made more).  ``"auto"``: mirrored when ``devices`` names several or
+    the machine has more than one GPU, else default.  For TPUs build
+    ``tf.distribute.TPUStrategy`` yourself and pass it to ``train``: the training code
+    only uses the ``Strategy`` interface.
+
+    Asked twice for the same mirrored devices, it returns the same strategy object: two
+    ``MirroredStrategy`` objects over the same devices in one process number their
+    collective operations independently, and their all-reduces can then be paired up
+    wrongly ("Shape mismatch in the collective instance").
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
@@ -107,15 +112,22 @@ def make_strategy(name: str = "auto", devices: Sequence[str] | None = None):
         many = len(devices) > 1 if devices else len(tf.config.list_logical_devices("GPU")) > 1
         name = "mirrored" if many else "default"
     if name == "mirrored":
-        if devices is None and not tf.config.list_logical_devices("GPU"):
-            devices = [d.name for d in tf.config.list_logical_devices("CPU")]  # see split_cpu
-        return tf.distribute.MirroredStrategy(devices)
+        if devices is None:
+            gpus = tf.config.list_logical_devices("GPU")
+            devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]  # see split_cpu
+        key = tuple(tf.DeviceSpec.from_string(d).to_string() for d in devices)
+        if key not in _MIRRORED:
+            _MIRRORED[key] = tf.distribute.MirroredStrategy(devices)
+        return _MIRRORED[key]
     if devices:
         if len(devices) != 1:
             raise ValueError(f"the default strategy runs on one device; got {devices}. "
                              "Use strategy='mirrored' for several.")
         return tf.distribute.OneDeviceStrategy(devices[0])
     return tf.distribute.get_strategy()
+
+
+_MIRRORED: dict = {}  # device names -> the MirroredStrategy over them (see make_strategy)
 
 
 # --------------------------------------------------------------------------- rows and replicas
@@ -176,76 +188,6 @@ def gather_rows(strategy, values):
     return out[0] if single else out
 
 
-# --------------------------------------------------------------------------- the step
-
-
-def make_train_step(model, optimizer, strategy, global_batch_size: int,
-                    grad_clip: float | None = 5.0, forward: Callable | None = None) -> Callable:
-    """A compiled training step ``step(x, y, states, lr=None) -> (loss, grad_norm, new_states)``.
-
-    ``x``, ``y`` and every entry of ``states`` are distributed with ``split_rows``
-    (``x``, ``y``: (B, T) int32; states: (B, H) each); ``new_states`` come back
-    distributed the same way, ready for the next call.  ``loss`` is the mean
-    cross-entropy over the global batch (nats per character), ``grad_norm`` the global
-    norm of the full-batch gradient before clipping (``grad_clip`` None or 0: no
-    clipping).  ``lr``, a float32 scalar tensor, sets the learning rate for this step.
-    ``forward(x, states) -> (logits, new_states)`` replaces the model's own call (e.g.
-    a faster implementation of the same function); it runs once per replica.
-
-    The model and the optimizer must have been created -- and the optimizer built,
-    ``optimizer.build(model.trainable_variables)`` -- inside ``strategy.scope()``.  With
-    a ``keras.optimizers.LossScaleOptimizer`` the loss is scaled for the backward pass
-    and the gradient unscaled before clipping.
-    """
-    import keras
-    import tensorflow as tf
-
-    per_replica_batch_size(strategy, global_batch_size)
-    variables = model.trainable_variables
-    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    clip = float(grad_clip) if grad_clip else None
-
-    def model_forward(x, states):
-        logits, *new_states = model([x, *states], training=True)
-        return logits, new_states
-
-    forward = forward or model_forward
-
-    def replica_step(x, y, states):
-        with tf.GradientTape() as tape:
-            logits, new_states = forward(x, states)  # (b, T, K), b = B / replicas
-            per_char = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=y, logits=tf.cast(logits, tf.float32))  # (b, T)
-            loss = tf.nn.compute_average_loss(tf.reduce_mean(per_char, axis=1),
-                                              global_batch_size=global_batch_size)  # sum / B
-            backward = optimizer.scale_loss(loss) if scaled else loss
-        local = [tf.convert_to_tensor(g) for g in tape.gradient(backward, variables)]
-        total = tf.distribute.get_replica_context().all_reduce("SUM", local)  # full-batch gradient
-        norm = tf.linalg.global_norm(total)
-        if scaled:
-            norm = norm / tf.cast(optimizer.dynamic_scale, norm.dtype)
-        if clip is not None:
-            # tf.clip_by_global_norm's factor, common to all replicas; NaN if norm is not finite
-            factor = clip * tf.minimum(1.0 / norm, 1.0 / clip)
-            factor = tf.where(tf.math.is_finite(norm), factor, float("nan"))
-            local = [g * tf.cast(factor, g.dtype) for g in local]
-        optimizer.apply_gradients(zip(local, variables))  # sums the local gradients again
-        # float32 states whatever the compute dtype (mixed_float16 returns float16 ones),
-        # so the next call sees the same input signature
-        return loss, norm, [tf.cast(s, tf.float32) for s in new_states]
-
-    @tf.function
-    def train_step(x, y, states, lr=None):
-        if lr is not None:  # cross-replica context: sets every replica's copy
-            optimizer.learning_rate.assign(lr)
-        loss, norm, new_states = strategy.run(replica_step, args=(x, y, list(states)))
-        loss = strategy.reduce("SUM", loss, axis=None)  # each replica holds its share of the mean
-        norm = strategy.experimental_local_results(norm)[0]  # identical on every replica
-        return loss, norm, new_states
-
-    return train_step
-
-
 # --------------------------------------------------------------------------- fast path and precision
 
 
@@ -304,7 +246,7 @@ def mixed_precision_optimizer(optimizer):
 # --------------------------------------------------------------------------- speed
 
 def measure_throughput(config, batch_size: int, seq_length: int, steps: int = 3, strategy=None,
-                       optimizer=None) -> float:
+                       mixed_precision: bool = False) -> float:
     """Training speed of ``config`` on this machine, in characters per second.
 
     Builds the model (under ``strategy``, default: the current one), compiles the step
@@ -319,22 +261,27 @@ def measure_throughput(config, batch_size: int, seq_length: int, steps: int = 3,
     import tensorflow as tf
 
     from charrnn_lib.model import build_model, zero_states
+    from charrnn_lib.train import TrainConfig, make_train_step
 
     strategy = strategy or tf.distribute.get_strategy()
+    train_config = TrainConfig(batch_size=batch_size, seq_length=seq_length, mixed_precision=mixed_precision)
     with strategy.scope():
-        model = build_model(config)
-        optimizer = optimizer or keras.optimizers.Adam(0.002)
+        model = build_model(config, dtype_policy="mixed_float16" if mixed_precision else None)
+        optimizer = keras.optimizers.Adam(0.002)
+        if mixed_precision:
+            optimizer = mixed_precision_optimizer(optimizer)
         optimizer.build(model.trainable_variables)
-    step = make_train_step(model, optimizer, strategy, batch_size)
+    step = make_train_step(model, optimizer, config, train_config, strategy)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, config.vocab_size, (batch_size, seq_length + 1)).astype(np.int32)
     x, y = split_rows(strategy, [ids[:, :-1], ids[:, 1:]])
     states = split_rows(strategy, [s.numpy() for s in zero_states(config, batch_size)])
-    loss, _, states = step(x, y, states)  # trace and compile
+    lr = tf.constant(0.002, tf.float32)
+    loss, _, states = step(x, y, lr, states)  # trace and compile
     float(loss)
     start = time.perf_counter()
     for _ in range(steps):
-        loss, _, states = step(x, y, states)
+        loss, _, states = step(x, y, lr, states)
     float(loss)  # wait for the last step
     return steps * batch_size * seq_length / (time.perf_counter() - start)
 

@@ -74,8 +74,8 @@ class ModelConfig:
         return cls(**d)
 
 
-def _recurrent_layer(config: ModelConfig, index: int) -> keras.layers.Layer:
-    common = dict(return_sequences=True, return_state=True, name=f"{config.cell}_{index}")
+def _recurrent_layer(config: ModelConfig, index: int, dtype=None) -> keras.layers.Layer:
+    common = dict(return_sequences=True, return_state=True, name=f"{config.cell}_{index}", dtype=dtype)
     H = config.hidden_size
     if config.cell == "lstm":
         return keras.layers.LSTM(H, **common)
@@ -85,15 +85,20 @@ def _recurrent_layer(config: ModelConfig, index: int) -> keras.layers.Layer:
         return keras.layers.SimpleRNN(H, **common)
     from charrnn_lib.peephole import PeepholeLSTMCell  # chapter 3
 
-    return keras.layers.RNN(PeepholeLSTMCell(H), **common)
+    return keras.layers.RNN(PeepholeLSTMCell(H, dtype=dtype), **common)
 
 
-def build_model(config: ModelConfig, batch_size: int | None = None) -> keras.Model:
+def build_model(config: ModelConfig, batch_size: int | None = None,
+                dtype_policy: str | None = None) -> keras.Model:
     """Functional model ``[ids, *states] -> [logits, *new_states]``.
 
     ``ids``: (batch, time) int32.  ``states``: ``config.num_layers * config.states_per_layer``
     tensors of shape (batch, hidden), in layer order, ``h`` before ``s`` for an LSTM.
     ``batch_size`` fixes the batch dimension (``None`` leaves it free).
+    ``dtype_policy``: a Keras dtype policy for the embedding and the recurrent layers,
+    e.g. ``"mixed_float16"`` (float16 arithmetic, float32 weights); the logits layer always
+    computes in float32, so that the softmax and the loss keep float32's range and precision.
+    The weights are float32 under every policy: a checkpoint loads into either model.
     """
     emb_init, out_kernel, out_bias = "uniform", "glorot_uniform", "zeros"  # Keras's defaults
     if config.init in ("deck", "unit_embedding"):
@@ -103,7 +108,7 @@ def build_model(config: ModelConfig, batch_size: int | None = None) -> keras.Mod
         out_bias = keras.initializers.RandomNormal(stddev=1.0)
     ids = keras.Input(shape=(None,), batch_size=batch_size, dtype="int32", name="ids")
     x = keras.layers.Embedding(config.vocab_size, config.embed_size, embeddings_initializer=emb_init,
-                               name="embedding")(ids)  # (batch, time, embed)
+                               name="embedding", dtype=dtype_policy)(ids)  # (batch, time, embed)
     state_inputs, new_states = [], []
     for layer_index in range(config.num_layers):
         names = ("h", "s")[: config.states_per_layer]
@@ -111,13 +116,13 @@ def build_model(config: ModelConfig, batch_size: int | None = None) -> keras.Mod
                   for n in names]
         state_inputs += inputs
         if layer_index > 0 and config.dropout > 0:
-            x = keras.layers.Dropout(config.dropout, name=f"dropout_{layer_index}")(x)
-        x, *states = _recurrent_layer(config, layer_index)(x, initial_state=inputs)  # x: (batch, time, hidden)
+            x = keras.layers.Dropout(config.dropout, name=f"dropout_{layer_index}", dtype=dtype_policy)(x)
+        x, *states = _recurrent_layer(config, layer_index, dtype_policy)(x, initial_state=inputs)  # x: (batch, time, hidden)
         new_states += states
     if config.dropout > 0:
-        x = keras.layers.Dropout(config.dropout, name="dropout_out")(x)
+        x = keras.layers.Dropout(config.dropout, name="dropout_out", dtype=dtype_policy)(x)
     logits = keras.layers.Dense(config.vocab_size, kernel_initializer=out_kernel, bias_initializer=out_bias,
-                                name="logits")(x)  # (batch, time, vocab)
+                                name="logits", dtype="float32" if dtype_policy else None)(x)  # (batch, time, vocab)
     return keras.Model([ids, *state_inputs], [logits, *new_states], name=f"charrnn_{config.cell}")
 
 

@@ -1,6 +1,6 @@
 """Training char-rnn: the compiled step, truncated BPTT across batches, exact checkpoints.
 
-One training step (``replica_step`` in ``_make_train_step``) is the deck's loop body, in
+One training step (``replica_step`` in ``make_train_step``) is the deck's loop body, in
 TensorFlow 2:
 
 1. run the model on a batch ``x`` (B, T) from the carried state -> logits (B, T, K) and the
@@ -13,10 +13,15 @@ TensorFlow 2:
 4. the new state is returned and fed to the next batch (row ``r`` of batch ``b + 1``
    continues row ``r`` of batch ``b``): truncated BPTT with a carried state.
 
-The step is a ``tf.function`` with a fixed input signature, so it is traced once.  For an
-LSTM without dropout it runs the fused stacked LSTM of ``charrnn_lib.fused_lstm`` (same
-weights, same function, faster on a CPU) and is compiled by XLA; otherwise it runs the
-Keras model itself (``TrainConfig(fused=False)`` forces that).
+The step is a ``tf.function``, traced once.  It runs under any ``tf.distribute`` strategy:
+on one device (the default) every replica-specific line reduces to the plain step above;
+under ``MirroredStrategy`` each replica takes a fixed slice of the batch's rows and
+carries that slice's state (``charrnn_lib.distribute``), and the gradients are summed
+across replicas before clipping.  For an LSTM without dropout on a CPU it runs the fused
+stacked LSTM of ``charrnn_lib.fused_lstm`` (same weights, same function, faster), compiled
+by XLA; otherwise it runs the Keras model itself (``TrainConfig(fused=False)`` forces that;
+on a GPU Keras's cuDNN kernel is used).  ``TrainConfig(mixed_precision=True)`` computes in
+float16 with float32 weights and a dynamically scaled loss.
 
 ``train`` loops over epochs and batches, evaluates the validation loss after each epoch
 (nats and bits per character), and writes checkpoints into ``out_dir`` atomically.  A
@@ -41,6 +46,7 @@ import numpy as np
 from charrnn_lib import checkpoint
 from charrnn_lib.checkpoint import (CheckpointError, CheckpointMismatchError,  # noqa: F401
                                     latest_checkpoint, load_checkpoint)
+from charrnn_lib.distribute import gather_rows, mixed_precision_optimizer, per_replica_batch_size, split_rows
 from charrnn_lib.model import ModelConfig, build_model
 
 __all__ = [
@@ -54,7 +60,9 @@ __all__ = [
     "latest_checkpoint",
     "learning_rate_at",
     "load_checkpoint",
+    "make_train_step",
     "train",
+    "uses_fused_step",
 ]
 
 LN2 = math.log(2.0)
@@ -79,7 +87,8 @@ class TrainConfig:
     warmup_batches: int = 0           # linear warm-up from 0 over this many steps
     min_lr_fraction: float = 0.0      # cosine: final learning rate as a fraction of the peak
     checkpoint_every: int = 200       # batches between checkpoints (0: only at epoch ends)
-    fused: bool = True                # LSTM without dropout: fused step compiled by XLA
+    fused: bool = True                # LSTM without dropout, on a CPU: fused step compiled by XLA
+    mixed_precision: bool = False     # mixed_float16: float16 arithmetic, float32 weights and loss
 
     def __post_init__(self):
         for name in ("batch_size", "seq_length", "num_epochs"):
@@ -177,29 +186,66 @@ def _state_spec(model_config: ModelConfig, batch_size: int) -> list:
     return [tf.TensorSpec((batch_size, model_config.hidden_size), tf.float32)] * n
 
 
-def clip_gradients(grads, clip_norm: float):
+def clip_gradients(grads, clip_norm: float, norm=None):
     """Scale all gradients by one factor so that their global norm is at most ``clip_norm``.
 
     Returns ``(clipped, norm)`` with ``norm`` the global norm before clipping,
     ``sqrt(sum of all squared entries)``.  ``clip_norm == 0`` leaves them unchanged.  One
     common factor keeps the direction of the whole update, unlike clipping each tensor
-    on its own (Keras's ``clipnorm``) or each entry (``clipvalue``).
+    on its own (Keras's ``clipnorm``) or each entry (``clipvalue``).  ``norm``, if given,
+    is used instead of the norm of ``grads`` (under a strategy: the norm of the summed
+    gradient of all replicas, so that every replica scales by the same factor).
     """
     import tensorflow as tf
 
-    if clip_norm > 0:
-        return tf.clip_by_global_norm(grads, clip_norm)   # factor min(1, clip_norm / norm)
-    return grads, tf.linalg.global_norm(grads)
+    norm = tf.linalg.global_norm(grads) if norm is None else norm
+    if clip_norm > 0:   # factor min(1, clip_norm / norm); NaN when norm is not finite
+        return tf.clip_by_global_norm(grads, clip_norm, use_norm=norm)[0], norm
+    return grads, norm
 
 
-def _make_train_step(model, optimizer, model_config: ModelConfig, train_config: TrainConfig,
-                     strategy):
-    """The compiled training step ``(x, y, lr, *states) -> (loss, grad_norm, *new_states)``."""
+def uses_fused_step(model_config: ModelConfig, train_config: TrainConfig) -> bool:
+    """Whether training runs ``charrnn_lib.fused_lstm``: allowed by ``train_config.fused``, an
+    LSTM without dropout, float32, and no GPU (where Keras's cuDNN kernel is faster)."""
     import tensorflow as tf
 
     from charrnn_lib import fused_lstm
 
-    use_fused = train_config.fused and fused_lstm.supports(model_config)
+    return (train_config.fused and fused_lstm.supports(model_config)
+            and not train_config.mixed_precision and not tf.config.list_logical_devices("GPU"))
+
+
+def make_train_step(model, optimizer, model_config: ModelConfig, train_config: TrainConfig,
+                    strategy=None):
+    """The compiled step ``train_step(x, y, lr, states) -> (loss, grad_norm, new_states)``.
+
+    ``x``, ``y`` (B, T) int32 and ``states`` (a list of (B, H) float32) are distributed by
+    rows with ``charrnn_lib.distribute.split_rows`` (under the default strategy: plain
+    tensors); ``new_states`` come back distributed the same way, ready for the next call.
+    ``loss`` is the mean cross-entropy over the global batch (nats per character),
+    ``grad_norm`` the global norm of the whole batch's gradient before clipping, ``lr`` a
+    float32 scalar tensor: this step's learning rate.  The model and the optimizer must
+    have been created, and the optimizer built, inside ``strategy.scope()``.
+
+    With ``R`` replicas each replica gets ``B / R`` rows, and its loss is the mean over its
+    rows divided by ``R``, so that the replicas' losses -- and gradients -- *sum* to those
+    of the mean over all ``B`` rows: what one device computes.  Clipping needs the norm of
+    that sum, so the gradients are all-reduced first and every replica scales its own by
+    the common factor; the optimizer then sums the clipped gradients across replicas.
+    (Clipping each replica's gradient by its own norm would be a different rule, one that
+    changes with the number of replicas.)  Under ``train_config.mixed_precision`` the
+    optimizer is a ``keras.optimizers.LossScaleOptimizer``: the loss is scaled up for the
+    backward pass and the norm is measured after unscaling.
+    """
+    import keras
+    import tensorflow as tf
+
+    from charrnn_lib import fused_lstm
+
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    use_fused = uses_fused_step(model_config, train_config)
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     variables = model.trainable_variables
     clip = float(train_config.grad_clip)
 
@@ -209,34 +255,49 @@ def _make_train_step(model, optimizer, model_config: ModelConfig, train_config: 
         logits, *new_states = model([x, *states], training=True)
         return logits, new_states
 
-    def replica_step(x, y, lr, *states):
+    def loss_and_grads(x, y, *states):
         with tf.GradientTape() as tape:
-            logits, new_states = forward(x, list(states))       # (B, T, K)
-            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-            loss = tf.reduce_mean(losses)                       # mean over B*T characters, nats
-        grads = tape.gradient(loss, variables)
+            logits, new_states = forward(x, list(states))       # (B/R, T, K)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=y, logits=tf.cast(logits, tf.float32))   # (B/R, T)
+            loss = tf.reduce_mean(losses)                       # mean over B*T/R characters, nats
+            if replicas > 1:
+                loss = loss / replicas                          # this replica's share of the mean
+            backward = optimizer.scale_loss(loss) if scaled else loss
         # The embedding's gradient arrives as tf.IndexedSlices, one row per occurrence of a
         # character, repeats included.  Made dense (repeats summed) before clipping and Adam:
         # both square the rows, and the square of a sum is not the sum of the squares.
-        grads = [tf.convert_to_tensor(g) for g in grads]
-        grads, norm = clip_gradients(grads, clip)           # global norm <= clip
-        optimizer.learning_rate.assign(lr)
-        optimizer.apply_gradients(zip(grads, variables))
-        return (loss, norm, *new_states)
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(backward, variables)]
+        # float32 states whatever the compute dtype (mixed_float16 returns float16 ones),
+        # so that the next call sees the same input types
+        return loss, grads, [tf.cast(s, tf.float32) for s in new_states]
 
-    signature = [tf.TensorSpec((train_config.batch_size, train_config.seq_length), tf.int32),
-                 tf.TensorSpec((train_config.batch_size, train_config.seq_length), tf.int32),
-                 tf.TensorSpec((), tf.float32),
-                 *_state_spec(model_config, train_config.batch_size)]
+    if use_fused:
+        # XLA fuses the fused step's elementwise operations and removes most per-operation
+        # overhead (faster on a CPU; deterministic).  It compiles one replica's work; the
+        # all-reduce and the update stay outside it.
+        loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
 
-    # The fused step is also compiled by XLA, which fuses its elementwise operations and
-    # removes most per-operation overhead (about 20 % faster on a CPU; deterministic).
-    per_replica = tf.function(replica_step, jit_compile=True) if use_fused else replica_step
+    def replica_step(x, y, *states):
+        loss, grads, new_states = loss_and_grads(x, y, *states)
+        total = grads
+        if replicas > 1:                                        # the whole batch's gradient
+            total = tf.distribute.get_replica_context().all_reduce("SUM", grads)
+        norm = tf.linalg.global_norm(total)
+        if scaled:
+            norm = norm / tf.cast(optimizer.dynamic_scale, norm.dtype)
+        grads, norm = clip_gradients(grads, clip, norm)         # global norm <= clip
+        optimizer.apply_gradients(zip(grads, variables))        # sums the replicas' gradients
+        return loss, norm, new_states
 
-    @tf.function(input_signature=signature)
-    def train_step(x, y, lr, *states):
-        # Under the default strategy strategy.run just calls the step.
-        return strategy.run(per_replica, args=(x, y, lr, *states))
+    @tf.function
+    def train_step(x, y, lr, states):
+        optimizer.learning_rate.assign(lr)                      # every replica's copy
+        loss, norm, new_states = strategy.run(replica_step, args=(x, y, *states))
+        if replicas > 1:
+            loss = strategy.reduce("SUM", loss, axis=None)      # the shares add up to the mean
+            norm = strategy.experimental_local_results(norm)[0]  # the same on every replica
+        return loss, norm, list(new_states)
 
     return train_step
 
@@ -261,8 +322,8 @@ def _eval_step(model, model_config: ModelConfig, batch_size: int, seq_length: in
     @tf.function(input_signature=signature)
     def eval_step(x, y, *states):
         logits, *new_states = model_ref()([x, *states], training=False)  # (B, T, K)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-        return (tf.reduce_mean(losses), *new_states)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
+        return (tf.reduce_mean(losses), *[tf.cast(s, tf.float32) for s in new_states])
 
     steps[batch_size, seq_length] = eval_step
     return eval_step
@@ -337,14 +398,7 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
         raise ValueError(f"model_config.vocab_size={model_config.vocab_size} but the corpus has "
                          f"{loader.vocab_size} characters; use ModelConfig(vocab_size=loader.vocab_size)")
     strategy = strategy or tf.distribute.get_strategy()
-    if strategy.num_replicas_in_sync > 1:
-        # The multi-replica step (rows split per replica, loss averaged over the global
-        # batch, gradients reduced before clipping) lives in charrnn_lib.distribute and is
-        # tested there for equivalence, but train() does not use it yet.
-        raise NotImplementedError(
-            f"train() runs on one replica; {type(strategy).__name__} has {strategy.num_replicas_in_sync}. "
-            "Use the default strategy (command line: --strategy default)."
-        )
+    rows_per_replica = per_replica_batch_size(strategy, train_config.batch_size)  # or a clear error
     out_dir = Path(out_dir) if out_dir is not None else None
     identity = checkpoint.run_identity(loader, model_config, train_config)
     B, nb = train_config.batch_size, loader.num_batches
@@ -357,13 +411,16 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
         _, saved_progress = checkpoint.check_same_run(ckpt, loader.vocab, identity)
 
     seed_everything(train_config.seed)
-    with strategy.scope():
-        model = build_model(model_config, batch_size=B)
+    with strategy.scope():  # variables: one copy per replica under a multi-device strategy
+        model = build_model(model_config, batch_size=rows_per_replica,
+                            dtype_policy="mixed_float16" if train_config.mixed_precision else None)
         optimizer = keras.optimizers.Adam(learning_rate=train_config.learning_rate)
+        if train_config.mixed_precision:
+            optimizer = mixed_precision_optimizer(optimizer)
         optimizer.build(model.trainable_variables)
     history = History()
     epoch = pointer = global_step = 0
-    states = zero_states(model_config, B)
+    states = split_rows(strategy, zero_states(model_config, B))  # replica i: its rows' state
     finished = False
     if ckpt is not None:
         checkpoint.load_weights(model, ckpt)
@@ -372,8 +429,8 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
         history = History.from_dict(saved_progress["history"])
         epoch, pointer = saved_progress["epoch"], saved_progress["batch"]
         global_step, finished = saved_progress["global_step"], saved_progress["finished"]
-        saved_states = np.load(ckpt / "state.npy", allow_pickle=False)
-        states = [tf.constant(s) for s in saved_states]
+        saved_states = np.load(ckpt / "state.npy", allow_pickle=False)  # (n, B, H), rows in order
+        states = split_rows(strategy, list(saved_states))
     result = TrainResult(model, history, loader.vocab, model_config, train_config, out_dir,
                          finished=finished, resumed=ckpt is not None, global_step=global_step)
     if finished:
@@ -382,12 +439,13 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
     def save():
         if out_dir is None:
             return
-        checkpoint.save_checkpoint(out_dir, model=model, optimizer=optimizer, states=states,
+        checkpoint.save_checkpoint(out_dir, model=model, optimizer=optimizer,
+                         states=gather_rows(strategy, states),  # (B, H) each, any strategy
                          vocab=loader.vocab, identity=identity,
                          progress={"epoch": epoch, "batch": pointer, "global_step": global_step,
                                    "finished": finished, "history": history.to_dict()})
 
-    train_step = _make_train_step(model, optimizer, model_config, train_config, strategy)
+    train_step = make_train_step(model, optimizer, model_config, train_config, strategy)
     bar = _progress_bar(progress, total_steps, global_step)
     done_here, timed_chars, timed_seconds = 0, 0, 0.0
     consistent = True                                       # bookkeeping matches the weights
@@ -399,11 +457,11 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
                     result.global_step = global_step
                     return result
                 lr = learning_rate_at(global_step, total_steps, train_config)
-                x = tf.constant(loader.x_batches[pointer], tf.int32)
-                y = tf.constant(loader.y_batches[pointer], tf.int32)
                 t0 = time.perf_counter()
+                x, y = split_rows(strategy, [loader.x_batches[pointer].astype(np.int32),
+                                             loader.y_batches[pointer].astype(np.int32)])
                 consistent = False
-                loss, norm, *states = train_step(x, y, tf.constant(lr, tf.float32), *states)
+                loss, norm, states = train_step(x, y, tf.constant(lr, tf.float32), states)
                 history.train_loss.append(float(loss))              # waits for the step
                 if done_here > 0:                                   # the first call also traces
                     timed_chars += B * train_config.seq_length
@@ -428,7 +486,7 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
                               f"validation {history.val_loss[-1]:.4f} nats = "
                               f"{history.val_loss[-1] / LN2:.4f} bits/char", file=sys.stderr)
             epoch, pointer = epoch + 1, 0
-            states = zero_states(model_config, B)           # each epoch starts from zeros
+            states = split_rows(strategy, zero_states(model_config, B))  # each epoch from zeros
             finished = epoch >= train_config.num_epochs
             consistent = True
             save()
