@@ -65,7 +65,7 @@ def test_help_lists_every_option_with_its_default():
                 continue
             assert action.option_strings[-1] in text, (name, action.dest)
         for option, default in {"train": [("--hidden-size", "128"), ("--learning-rate", "0.002"),
-                                          ("--grad-clip", "5.0"), ("--epochs", "2"), ("--init", "'keras'"),
+                                          ("--grad-clip", "5.0"), ("--epochs", "2"), ("--init", "'unit_embedding'"),
                                           ("--cell", "'lstm'"), ("--batch-size", "50"), ("--seq-length", "50"),
                                           ("--strategy", "'auto'"), ("--dropout", "0.0")],
                                 "sample": [("--length", "4000"), ("--mode", "'sample'"),

@@ -274,6 +274,14 @@ def test_presets_give_the_documented_sizes():
         preset_config("huge", 65)
 
 
+def test_measure_throughput_times_the_training_step():
+    from charrnn_lib.model import ModelConfig
+
+    rate = distribute.measure_throughput(ModelConfig(vocab_size=11, hidden_size=8), batch_size=4,
+                                         seq_length=8, steps=2)
+    assert np.isfinite(rate) and rate > 0
+
+
 # --------------------------------------------------------------------------- mixed precision
 
 
