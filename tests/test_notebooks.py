@@ -76,7 +76,8 @@ def test_chapter_is_stored_executed_and_strict(path):
 def test_chapter_has_label_goals_summary_and_exercises(path):
     cells = _load(path)["cells"]
     markdown = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
-    assert re.match(r"\(chapter-[a-z]+\)=\s*\n# ", markdown[0]), "first cell must be '(chapter-…)=' then the H1 title"
+    assert re.match(r"\((chapter|appendix)-[a-z]+\)=\s*\n# ", markdown[0]), \
+        "first cell must be '(chapter-…)=' (or '(appendix-…)=') then the H1 title"
     assert sum(1 for m in markdown for line in m.splitlines() if line.startswith("# ")) == 1, "exactly one H1"
     text = "\n".join(markdown)
     assert re.search(r"learning goals|you will learn|in this chapter you", text, re.I), "no learning goals"
