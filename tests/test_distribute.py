@@ -30,7 +30,7 @@ WHOLE_RUN_TOL = 1e-4
 # --------------------------------------------------------------------------- multi-device, in a subprocess
 
 EQUIVALENCE_SCRIPT = r'''
-import json, sys
+import dataclasses, json, sys
 from pathlib import Path
 import numpy as np
 from charrnn_lib.distribute import split_cpu, make_strategy, split_rows, gather_rows
@@ -73,7 +73,11 @@ run("one-then-two", one, max_batches=13)
 out["one_then_two"] = summary(run("one-then-two", mirrored))
 run("two-then-one", mirrored, max_batches=13)
 out["two_then_one"] = summary(run("two-then-one", one))
-# 3. rows and replicas: replica i holds rows i*b:(i+1)*b, and gather_rows undoes split_rows
+# 3. mixed precision on two replicas (loss scaling under a strategy)
+mixed = dataclasses.replace(tc, mixed_precision=True)
+for name, strategy in [("mixed_one", one), ("mixed_two", mirrored)]:
+    out[name] = train(loader, config, mixed, progress=False, strategy=strategy, max_batches=6).history.train_loss
+# 4. rows and replicas: replica i holds rows i*b:(i+1)*b, and gather_rows undoes split_rows
 probe = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
 parts = mirrored.experimental_local_results(split_rows(mirrored, probe))
 out.update(parts=[p.numpy().tolist() for p in parts], part_devices=[p.device for p in parts],
@@ -151,6 +155,13 @@ def test_a_checkpoint_resumes_under_another_strategy(equivalence, name):
     np.testing.assert_allclose(resumed["loss"], whole["loss"], rtol=WHOLE_RUN_TOL)
     np.testing.assert_allclose(resumed["val"], whole["val"], rtol=WHOLE_RUN_TOL)
     _weights_close(whole["weights"], resumed["weights"], WHOLE_RUN_TOL)
+
+
+def test_mixed_precision_on_two_replicas_follows_one_device(equivalence):
+    one, two = np.array(equivalence["mixed_one"]), np.array(equivalence["mixed_two"])
+    assert len(one) == 6 and np.isfinite(one).all()
+    np.testing.assert_allclose(two, one, rtol=1e-3)  # float16 arithmetic: a looser tolerance
+    np.testing.assert_allclose(one, equivalence["one_10"]["loss"][:6], rtol=1e-2)  # close to float32
 
 
 def test_rows_are_split_contiguously_and_gathered_back(equivalence):
