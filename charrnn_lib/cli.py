@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "be tried without GPUs (they share the same cores: for testing, not speed)")
     train.add_argument("--mixed-precision", action="store_true",
                        help="compute in float16 with float32 weights and loss scaling (mixed_float16): "
-                            "faster on GPUs with tensor cores, slower on a CPU (default: off)")
+                            "meant for GPUs with tensor cores, no speed-up on a CPU (default: off)")
     train.add_argument("--max-batches", type=positive_int, default=None,
                        help="stop after this many training batches in this call and save; run the "
                             "same command again to continue")

@@ -26,9 +26,9 @@ different rule, one that changes with the number of replicas).
 
 Dropout under a multi-replica strategy: every replica holds a copy of each dropout layer's
 random-number state, the copies start equal and advance together, so the replicas draw the
-same mask pattern for their different rows.  Training is still correct and resumes exactly
-(the saved state is every replica's), but it is not the one-device run: one device draws
-one mask for all ``B`` rows.  The equivalence tests therefore use models without dropout.
+same mask pattern for their different rows.  Training is still correct, and since the
+copies stay equal the one a checkpoint saves is every replica's; but it is not the
+one-device run, which draws one mask for all ``B`` rows.  The equivalence tests therefore use models without dropout.
 
 Also here: the cuDNN eligibility check of a built model (``cudnn_blockers``), mixed
 precision (``mixed_precision_optimizer``), a throughput probe (``measure_throughput``) and
@@ -263,27 +263,21 @@ def measure_throughput(config, batch_size: int, seq_length: int, steps: int = 3,
     """
     import time
 
-    import keras
     import numpy as np
     import tensorflow as tf
 
-    from charrnn_lib.model import build_model, zero_states
-    from charrnn_lib.train import TrainConfig, make_train_step
+    from charrnn_lib.model import zero_states
+    from charrnn_lib.train import TrainConfig, build_for_training, make_train_step
 
     strategy = strategy or tf.distribute.get_strategy()
     train_config = TrainConfig(batch_size=batch_size, seq_length=seq_length, mixed_precision=mixed_precision)
-    with strategy.scope():
-        model = build_model(config, dtype_policy="mixed_float16" if mixed_precision else None)
-        optimizer = keras.optimizers.Adam(0.002)
-        if mixed_precision:
-            optimizer = mixed_precision_optimizer(optimizer)
-        optimizer.build(model.trainable_variables)
+    model, optimizer = build_for_training(config, train_config, strategy)
     step = make_train_step(model, optimizer, config, train_config, strategy)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, config.vocab_size, (batch_size, seq_length + 1)).astype(np.int32)
     x, y = split_rows(strategy, [ids[:, :-1], ids[:, 1:]])
-    states = split_rows(strategy, [s.numpy() for s in zero_states(config, batch_size)])
-    lr = tf.constant(0.002, tf.float32)
+    states = split_rows(strategy, zero_states(config, batch_size))
+    lr = tf.constant(train_config.learning_rate, tf.float32)
     loss, _, states = step(x, y, lr, states)  # trace and compile
     float(loss)
     start = time.perf_counter()

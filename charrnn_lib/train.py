@@ -60,6 +60,7 @@ __all__ = [
     "latest_checkpoint",
     "learning_rate_at",
     "load_checkpoint",
+    "build_for_training",
     "make_train_step",
     "train",
     "uses_fused_step",
@@ -215,6 +216,29 @@ def uses_fused_step(model_config: ModelConfig, train_config: TrainConfig) -> boo
             and not train_config.mixed_precision and not tf.config.list_logical_devices("GPU"))
 
 
+def build_for_training(model_config: ModelConfig, train_config: TrainConfig, strategy=None,
+                       batch_size: int | None = None):
+    """``(model, optimizer)`` for ``make_train_step``, created inside ``strategy.scope()``.
+
+    Adam at ``train_config.learning_rate``, built now (its moments exist before tracing);
+    under ``train_config.mixed_precision`` the model computes in ``mixed_float16`` and the
+    optimizer scales the loss (``charrnn_lib.distribute.mixed_precision_optimizer``).
+    ``batch_size`` fixes the model's batch dimension: the rows *one replica* sees.
+    """
+    import keras
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():  # variables: one copy per replica under a multi-device strategy
+        model = build_model(model_config, batch_size=batch_size,
+                            dtype_policy="mixed_float16" if train_config.mixed_precision else None)
+        optimizer = keras.optimizers.Adam(learning_rate=train_config.learning_rate)
+        if train_config.mixed_precision:
+            optimizer = mixed_precision_optimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
 def make_train_step(model, optimizer, model_config: ModelConfig, train_config: TrainConfig,
                     strategy=None):
     """The compiled step ``train_step(x, y, lr, states) -> (loss, grad_norm, new_states)``.
@@ -260,9 +284,7 @@ def make_train_step(model, optimizer, model_config: ModelConfig, train_config: T
             logits, new_states = forward(x, list(states))       # (B/R, T, K)
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=y, logits=tf.cast(logits, tf.float32))   # (B/R, T)
-            loss = tf.reduce_mean(losses)                       # mean over B*T/R characters, nats
-            if replicas > 1:
-                loss = loss / replicas                          # this replica's share of the mean
+            loss = tf.reduce_mean(losses) / replicas            # this replica's share of the mean, nats
             backward = optimizer.scale_loss(loss) if scaled else loss
         # The embedding's gradient arrives as tf.IndexedSlices, one row per occurrence of a
         # character, repeats included.  Made dense (repeats summed) before clipping and Adam:
@@ -280,9 +302,7 @@ def make_train_step(model, optimizer, model_config: ModelConfig, train_config: T
 
     def replica_step(x, y, *states):
         loss, grads, new_states = loss_and_grads(x, y, *states)
-        total = grads
-        if replicas > 1:                                        # the whole batch's gradient
-            total = tf.distribute.get_replica_context().all_reduce("SUM", grads)
+        total = tf.distribute.get_replica_context().all_reduce("SUM", grads)  # the whole batch's
         norm = tf.linalg.global_norm(total)
         if scaled:
             norm = norm / tf.cast(optimizer.dynamic_scale, norm.dtype)
@@ -294,9 +314,8 @@ def make_train_step(model, optimizer, model_config: ModelConfig, train_config: T
     def train_step(x, y, lr, states):
         optimizer.learning_rate.assign(lr)                      # every replica's copy
         loss, norm, new_states = strategy.run(replica_step, args=(x, y, *states))
-        if replicas > 1:
-            loss = strategy.reduce("SUM", loss, axis=None)      # the shares add up to the mean
-            norm = strategy.experimental_local_results(norm)[0]  # the same on every replica
+        loss = strategy.reduce("SUM", loss, axis=None)          # the shares add up to the mean
+        norm = strategy.experimental_local_results(norm)[0]     # the same on every replica
         return loss, norm, list(new_states)
 
     return train_step
@@ -387,7 +406,6 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
     ``progress``: show a progress bar (tqdm, on stderr).  ``max_batches``: stop after this
     many training batches in this call, writing a checkpoint (an interruption on purpose).
     """
-    import keras
     import tensorflow as tf
 
     from charrnn_lib.model import zero_states
@@ -411,13 +429,7 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
         _, saved_progress = checkpoint.check_same_run(ckpt, loader.vocab, identity)
 
     seed_everything(train_config.seed)
-    with strategy.scope():  # variables: one copy per replica under a multi-device strategy
-        model = build_model(model_config, batch_size=rows_per_replica,
-                            dtype_policy="mixed_float16" if train_config.mixed_precision else None)
-        optimizer = keras.optimizers.Adam(learning_rate=train_config.learning_rate)
-        if train_config.mixed_precision:
-            optimizer = mixed_precision_optimizer(optimizer)
-        optimizer.build(model.trainable_variables)
+    model, optimizer = build_for_training(model_config, train_config, strategy, rows_per_replica)
     history = History()
     epoch = pointer = global_step = 0
     states = split_rows(strategy, zero_states(model_config, B))  # replica i: its rows' state
@@ -458,8 +470,7 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
                     return result
                 lr = learning_rate_at(global_step, total_steps, train_config)
                 t0 = time.perf_counter()
-                x, y = split_rows(strategy, [loader.x_batches[pointer].astype(np.int32),
-                                             loader.y_batches[pointer].astype(np.int32)])
+                x, y = split_rows(strategy, [loader.x_batches[pointer], loader.y_batches[pointer]])
                 consistent = False
                 loss, norm, states = train_step(x, y, tf.constant(lr, tf.float32), states)
                 history.train_loss.append(float(loss))              # waits for the step
