@@ -161,7 +161,8 @@ def describe_mismatch(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
         if isinstance(a, dict) and isinstance(b, dict):
             lines += describe_mismatch(a, b, f"{prefix}{key}.")
         elif a != b:
-            lines.append(f"{prefix}{key}: checkpoint {a!r}, now {b!r}")
+            have = "not recorded (an older version of the library)" if key not in saved else repr(a)
+            lines.append(f"{prefix}{key}: checkpoint {have}, now {b!r}")
     return lines
 
 

@@ -306,20 +306,21 @@ class Preset:
 
 # Where the figures in ``Preset.measured`` come from: each preset trained with the command
 # line's defaults (``python -m charrnn_lib train --corpus shakespeare --preset NAME``: init
-# "unit_embedding", Adam 0.002 constant, clipping 5, 2 epochs, last 5 % held out) and its
-# training speed from ``measure_throughput`` -- on this one machine, with other jobs running.
+# "unit_embedding", Adam 0.002 constant, clipping 5, 2 epochs, last 5 % held out), and its
+# training speed from ``measure_throughput`` (with the fused step's two row groups and
+# ``charrnn_lib.memory.keep_freed_memory``) -- on this one machine.
 MEASURED_ON = ("a 2-core AMD EPYC virtual machine, no GPU, TensorFlow 2.21 / Keras 3.15 (December 2026), "
-               "load average 2-4")
+               "load average about 1.3 while the speeds were measured")
 
 PRESETS = {
     "deck": Preset(128, 2, 0.0, 50, 50, "the deck's 2 x 128 LSTM",
-                   "validation 1.750 nats (2.525 bits/char) after 2 epochs; 36,000 chars/s (fused CPU step)"),
+                   "validation 1.750 nats (2.525 bits/char) after 2 epochs; 80,000 chars/s (fused CPU step)"),
     "medium": Preset(256, 2, 0.1, 64, 100, "2 x 256: a GPU-sized model that still trains on a CPU",
-                     "validation 1.700 nats (2.453 bits/char) after 2 epochs; 8,200 chars/s (Keras layers: "
+                     "validation 1.700 nats (2.453 bits/char) after 2 epochs; 9,700 chars/s (Keras layers: "
                      "dropout leaves the fused CPU step)"),
     "large": Preset(512, 3, 0.25, 128, 100, "3 x 512 with dropout 0.25: a GPU model",
                     "validation 1.860 nats (2.683 bits/char) after 2 epochs, only 158 updates: far from "
-                    "trained at this budget; 1,090 chars/s on the CPU (about 18 min per epoch)"),
+                    "trained at this budget; 2,300 chars/s on the CPU (about 7 min per epoch)"),
 }
 
 

@@ -19,7 +19,8 @@ under ``MirroredStrategy`` each replica takes a fixed slice of the batch's rows 
 carries that slice's state (``charrnn_lib.distribute``), and the gradients are summed
 across replicas before clipping.  For an LSTM without dropout on a CPU it runs the fused
 stacked LSTM of ``charrnn_lib.fused_lstm`` (same weights, same function, faster), compiled
-by XLA; otherwise it runs the Keras model itself (``TrainConfig(fused=False)`` forces that;
+by XLA, its rows split into groups that run side by side (``TrainConfig.row_groups``);
+otherwise it runs the Keras model itself (``TrainConfig(fused=False)`` forces that;
 on a GPU Keras's cuDNN kernel is used).  ``TrainConfig(mixed_precision=True)`` computes in
 float16 with float32 weights and a dynamically scaled loss.
 
@@ -62,6 +63,7 @@ __all__ = [
     "load_checkpoint",
     "build_for_training",
     "make_train_step",
+    "row_groups",
     "train",
     "uses_fused_step",
 ]
@@ -89,10 +91,11 @@ class TrainConfig:
     min_lr_fraction: float = 0.0      # cosine: final learning rate as a fraction of the peak
     checkpoint_every: int = 200       # batches between checkpoints (0: only at epoch ends)
     fused: bool = True                # LSTM without dropout, on a CPU: fused step compiled by XLA
+    row_groups: int = 2               # fused step: the rows, as this many groups computed side by side
     mixed_precision: bool = False     # mixed_float16: float16 arithmetic, float32 weights and loss
 
     def __post_init__(self):
-        for name in ("batch_size", "seq_length", "num_epochs"):
+        for name in ("batch_size", "seq_length", "num_epochs", "row_groups"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -205,6 +208,18 @@ def clip_gradients(grads, clip_norm: float, norm=None):
     return grads, norm
 
 
+def row_groups(rows: int, groups: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of ``min(groups, rows)`` consecutive groups of rows that cover
+    ``range(rows)``, of nearly equal sizes (the first ones a row larger when ``groups``
+    does not divide ``rows``)."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    n = min(groups, rows)
+    sizes = [rows // n + (i < rows % n) for i in range(n)]
+    bounds = np.cumsum([0] + sizes).tolist()
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def uses_fused_step(model_config: ModelConfig, train_config: TrainConfig) -> bool:
     """Whether training runs ``charrnn_lib.fused_lstm``: allowed by ``train_config.fused``, an
     LSTM without dropout, float32, and no GPU (where Keras's cuDNN kernel is faster)."""
@@ -260,12 +275,24 @@ def make_train_step(model, optimizer, model_config: ModelConfig, train_config: T
     changes with the number of replicas.)  Under ``train_config.mixed_precision`` the
     optimizer is a ``keras.optimizers.LossScaleOptimizer``: the loss is scaled up for the
     backward pass and the norm is measured after unscaling.
+
+    The fused CPU step splits a replica's rows once more, into ``train_config.row_groups``
+    groups (``row_groups``), each computed by its own compiled function with the share of
+    the loss its rows make up.  The rows never interact, so the groups are independent and
+    run at the same time: a recurrence is a chain of small products, each waiting for the
+    one before, and one chain leaves a core idle much of the time; two chains fill it.
+    The result is the same up to the order of float32 additions.
+
+    It also calls ``charrnn_lib.memory.keep_freed_memory()``: the process keeps the step's
+    freed temporaries for the next step instead of returning them to the operating system.
     """
     import keras
     import tensorflow as tf
 
     from charrnn_lib import fused_lstm
+    from charrnn_lib.memory import keep_freed_memory
 
+    keep_freed_memory()                                         # no page faults between steps
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
     use_fused = uses_fused_step(model_config, train_config)
@@ -273,18 +300,22 @@ def make_train_step(model, optimizer, model_config: ModelConfig, train_config: T
     variables = model.trainable_variables
     clip = float(train_config.grad_clip)
 
+    rows = train_config.batch_size // replicas                  # one replica's rows
+    groups = row_groups(rows, train_config.row_groups if use_fused else 1)
+
     def forward(x, states):
         if use_fused:
             return fused_lstm.stacked_lstm_logits(model, model_config, x, states)
         logits, *new_states = model([x, *states], training=True)
         return logits, new_states
 
-    def loss_and_grads(x, y, *states):
+    def loss_and_grads(x, y, states, share):
+        """Loss and gradients of rows ``x`` (b, T), a fraction ``share`` of this replica's."""
         with tf.GradientTape() as tape:
-            logits, new_states = forward(x, list(states))       # (B/R, T, K)
+            logits, new_states = forward(x, list(states))       # (b, T, K)
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=y, logits=tf.cast(logits, tf.float32))   # (B/R, T)
-            loss = tf.reduce_mean(losses) / replicas            # this replica's share of the mean, nats
+                labels=y, logits=tf.cast(logits, tf.float32))   # (b, T)
+            loss = tf.reduce_mean(losses) * share / replicas    # these rows' share of the mean, nats
             backward = optimizer.scale_loss(loss) if scaled else loss
         # The embedding's gradient arrives as tf.IndexedSlices, one row per occurrence of a
         # character, repeats included.  Made dense (repeats summed) before clipping and Adam:
@@ -294,14 +325,29 @@ def make_train_step(model, optimizer, model_config: ModelConfig, train_config: T
         # so that the next call sees the same input types
         return loss, grads, [tf.cast(s, tf.float32) for s in new_states]
 
-    if use_fused:
-        # XLA fuses the fused step's elementwise operations and removes most per-operation
-        # overhead (faster on a CPU; deterministic).  It compiles one replica's work; the
-        # all-reduce and the update stay outside it.
-        loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
+    def for_group(start, stop):
+        def group(x, y, *states):
+            return loss_and_grads(x, y, states, share=(stop - start) / rows)
+        if use_fused:
+            # XLA fuses the fused step's elementwise operations and removes most per-operation
+            # overhead (faster on a CPU; deterministic).  It compiles one group's work; the
+            # all-reduce and the update stay outside it.  Each group gets a compiled function
+            # of its own: two calls of one compiled function do not overlap, two functions do.
+            return tf.function(group, jit_compile=True)
+        return group
+
+    parts = [for_group(start, stop) for start, stop in groups]
 
     def replica_step(x, y, *states):
-        loss, grads, new_states = loss_and_grads(x, y, *states)
+        # The rows of a batch never interact, so the groups are independent computations,
+        # and the graph runs them at the same time: while one waits for its previous time
+        # step, the other computes.  Their shares and gradients add up to the replica's.
+        results = [part(x[a:b], y[a:b], *[s[a:b] for s in states])
+                   for part, (a, b) in zip(parts, groups)]
+        losses, group_grads, group_states = zip(*results)
+        loss = tf.add_n(losses)
+        grads = [tf.add_n(list(g)) for g in zip(*group_grads)]
+        new_states = [tf.concat(list(s), axis=0) for s in zip(*group_states)]  # rows in order
         total = tf.distribute.get_replica_context().all_reduce("SUM", grads)  # the whole batch's
         norm = tf.linalg.global_norm(total)
         if scaled:

@@ -147,3 +147,13 @@ def test_check_same_run(parts, tmp_path):
     message = str(error.value)
     assert "train.learning_rate: checkpoint 0.002, now 0.01" in message
     assert "data.fingerprint: checkpoint 'x', now 'y'" in message and "delete" in message
+
+
+def test_mismatch_names_a_field_an_older_checkpoint_lacks():
+    from charrnn_lib.checkpoint import describe_mismatch
+
+    wanted = {"train": {"batch_size": 50, "row_groups": 2}}
+    older = "checkpoint not recorded (an older version of the library)"
+    assert describe_mismatch({"train": {"batch_size": 50}}, wanted) == [f"train.row_groups: {older}, now 2"]
+    assert describe_mismatch({"train": {"row_groups": None}}, wanted) == [
+        f"train.batch_size: {older}, now 50", "train.row_groups: checkpoint None, now 2"]

@@ -17,7 +17,7 @@ from charrnn_lib.data import TextLoader
 from charrnn_lib.model import ModelConfig, zero_states
 from charrnn_lib.train import (CheckpointMismatchError, History, TrainConfig, clip_gradients,
                                evaluate, latest_checkpoint, learning_rate_at, load_checkpoint,
-                               train)
+                               row_groups, train)
 
 TEXT = ("the cat sat on the mat. the dog sat on the log. " * 12
         + "a bird sang in the tree; the cat ran after it!\n" * 6)
@@ -71,7 +71,8 @@ def test_train_config_round_trip_and_validation():
     tc = TrainConfig(lr_schedule="cosine", warmup_batches=3)
     assert TrainConfig.from_dict(tc.to_dict()) == tc
     for bad in [dict(batch_size=0), dict(learning_rate=0.0), dict(grad_clip=-1.0),
-                dict(lr_schedule="step"), dict(val_fraction=1.0), dict(min_lr_fraction=2.0)]:
+                dict(lr_schedule="step"), dict(val_fraction=1.0), dict(min_lr_fraction=2.0),
+                dict(row_groups=0), dict(row_groups=1.5)]:
         with pytest.raises(ValueError):
             TrainConfig(**bad)
     with pytest.raises(ValueError, match="unknown"):
@@ -158,6 +159,33 @@ def test_clipping_is_applied_in_the_step(short):
         moves[clip] = max(np.abs(a - b).max() for a, b in zip(after, before))
     assert moves[0.0] == pytest.approx(0.01, rel=0.01)
     assert moves[1e-9] < 0.001
+
+
+def test_row_groups_cover_the_rows_in_order():
+    assert row_groups(50, 2) == [(0, 25), (25, 50)]
+    assert row_groups(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert row_groups(3, 8) == [(0, 1), (1, 2), (2, 3)]   # never an empty group
+    assert row_groups(4, 1) == [(0, 4)]
+    with pytest.raises(ValueError, match="positive integer"):
+        row_groups(4, 0)
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_row_groups_compute_the_one_group_step(groups, short):
+    """The fused step over 2 or 3 groups of rows (3 groups of 4 rows: sizes 2, 1, 1) gives the
+    losses, gradient norms, carried state and weights of the step over all rows at once, up
+    to the order of float32 additions."""
+    config = ModelConfig(vocab_size=short.vocab_size, hidden_size=8)
+    runs = [train(short, config, small(fused=True, row_groups=g, learning_rate=0.01), progress=False)
+            for g in (1, groups)]
+    one, split = (r.history for r in runs)
+    assert len(one.train_loss) == 2 * short.num_batches
+    np.testing.assert_allclose(split.train_loss, one.train_loss, rtol=1e-5)
+    np.testing.assert_allclose(split.grad_norm, one.grad_norm, rtol=1e-4)
+    np.testing.assert_allclose(split.val_loss, one.val_loss, rtol=1e-5)
+    assert split.train_loss != one.train_loss or split.grad_norm != one.grad_norm  # really another sum
+    for a, b in zip(weights_of(runs[1].model), weights_of(runs[0].model)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- evaluation
