@@ -15,8 +15,8 @@ corpus:
 
 Both training loops run with ``charrnn_lib.memory.keep_freed_memory()`` in effect (the
 process keeps freed blocks instead of page-faulting them in again every step); it speeds
-up both.  These are figures to read, not tests: nothing fails when a machine is slow.  On a shared
-machine the numbers fall with the load; the machine line says what ran them.
+up both.  These are figures to read, not tests: nothing fails when a machine is slow.  On
+a shared machine the numbers fall with the load; the machine line says what ran them.
 
 FLOPs per character come from ``charrnn_lib.model.flops_per_char``: a matrix product of a
 (1, n) row with an (n, m) matrix costs ``2 n m`` FLOPs (a multiply and an add each); one

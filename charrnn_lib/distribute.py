@@ -28,7 +28,8 @@ Dropout under a multi-replica strategy: every replica holds a copy of each dropo
 random-number state, the copies start equal and advance together, so the replicas draw the
 same mask pattern for their different rows.  Training is still correct, and since the
 copies stay equal the one a checkpoint saves is every replica's; but it is not the
-one-device run, which draws one mask for all ``B`` rows.  The equivalence tests therefore use models without dropout.
+one-device run, which draws one mask for all ``B`` rows.  The equivalence tests therefore
+use models without dropout.
 
 Also here: the cuDNN eligibility check of a built model (``cudnn_blockers``), mixed
 precision (``mixed_precision_optimizer``), a throughput probe (``measure_throughput``) and

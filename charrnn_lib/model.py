@@ -117,7 +117,8 @@ def build_model(config: ModelConfig, batch_size: int | None = None,
         state_inputs += inputs
         if layer_index > 0 and config.dropout > 0:
             x = keras.layers.Dropout(config.dropout, name=f"dropout_{layer_index}", dtype=dtype_policy)(x)
-        x, *states = _recurrent_layer(config, layer_index, dtype_policy)(x, initial_state=inputs)  # x: (batch, time, hidden)
+        layer = _recurrent_layer(config, layer_index, dtype_policy)
+        x, *states = layer(x, initial_state=inputs)  # x: (batch, time, hidden)
         new_states += states
     if config.dropout > 0:
         x = keras.layers.Dropout(config.dropout, name="dropout_out", dtype=dtype_policy)(x)

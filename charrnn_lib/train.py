@@ -300,7 +300,7 @@ def make_train_step(model, optimizer, model_config: ModelConfig, train_config: T
     variables = model.trainable_variables
     clip = float(train_config.grad_clip)
 
-    rows = train_config.batch_size // replicas                  # one replica's rows
+    rows = per_replica_batch_size(strategy, train_config.batch_size)  # one replica's rows
     groups = row_groups(rows, train_config.row_groups if use_fused else 1)
 
     def forward(x, states):
