@@ -9,13 +9,15 @@ export IPYTHONDIR := $(CURDIR)/.ipython
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup book test test-lib test-notebooks test-render browser execute bench clean help
+.PHONY: setup book test test-lib test-notebooks test-portability test-render browser execute bench spread clean help
 
 help:
 	@echo "make book   - set up .venv and build the HTML book into _build/html (offline, warnings are errors)"
-	@echo "make test   - set up .venv, run the library tests, the notebooks (strict nbval), build, check the pages"
+	@echo "make test   - set up .venv, run the library tests, the notebooks (strict nbval), the portability pass, build, check the pages"
+	@echo "make test-portability - re-run the chapters that train on another CPU instruction set, against the same stored outputs"
 	@echo "make execute NB=chapters/01_recurrent_networks.ipynb - re-execute one chapter in a fresh kernel and save it"
 	@echo "make bench  - print training and sampling throughput figures"
+	@echo "make spread - measure how chapter 5's trained numbers move across CPU instruction sets, seeds and held-out parts (about 12 min)"
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +39,19 @@ test-lib: setup
 test-notebooks: setup
 	$(BIN)/pytest --nbval chapters/
 
+# The portability pass (README, "How the book is checked"): the chapters that train, or
+# that load what training made, run again from an empty data folder, so every model is
+# trained anew, on an instruction set below this CPU's best (tests/isa_setting.py picks it
+# and proves that it changes float32 results here), and are compared with the same stored
+# outputs.  An output that depends on the CPU fails here, on any machine.
+PORTABLE := chapters/03_lstm_gru.ipynb chapters/05_training_charrnn.ipynb chapters/06_sampling.ipynb chapters/07_scaling_up.ipynb
+PORTABILITY_DATA := $(CURDIR)/_build/portability-data
+test-portability: setup
+	rm -rf $(PORTABILITY_DATA)
+	setting="$$($(BIN)/python tests/isa_setting.py --check)" && echo "portability pass under $$setting" && \
+	  env $$setting CHARRNN_DATA=$(PORTABILITY_DATA) $(BIN)/pytest --nbval $(PORTABLE)
+	rm -rf $(PORTABILITY_DATA)
+
 # Headless Chromium for the reader's-eye check: installed when missing and we are allowed to.
 browser:
 	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi nanum; then \
@@ -51,17 +66,20 @@ browser:
 test-render: setup browser
 	$(BIN)/pytest tests/ -m render
 
-test: test-lib test-notebooks book test-render
+test: test-lib test-notebooks test-portability book test-render
 
 execute: setup
 	@test -n "$(NB)" || (echo "usage: make execute NB=chapters/<notebook>.ipynb" && false)
 	$(BIN)/jupyter-execute --inplace --timeout=900 $(NB)
-	@# jupyter-execute stamps every cell with run times; they only add noise to diffs.
-	$(BIN)/python -c "import sys, nbformat; p = sys.argv[1]; nb = nbformat.read(p, as_version=4); \
-	[c.metadata.pop('execution', None) for c in nb.cells]; nbformat.write(nb, p)" $(NB)
+	$(BIN)/python tests/tidy_notebook.py $(NB)   # no run times; progress bars as a terminal shows them
 
 bench: setup
 	$(BIN)/python -m charrnn_lib.bench
+
+spread: setup
+	$(BIN)/python tests/spread.py
+	$(BIN)/python tests/spread.py --settings default --seeds 1 2
+	$(BIN)/python tests/spread.py --settings default --seeds 0 1 --holdout first
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis
