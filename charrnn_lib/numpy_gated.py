@@ -27,8 +27,9 @@ GRU (Cho et al. 2014), in Keras's convention (``z`` near 1 keeps the old state):
     n_t = tanh(U_n x_t + b_n + W_n (r_t * h_{t-1}))               reset_after=False  (H,)
     h_t = z_t * h_{t-1} + (1 - z_t) * n_t
 
-``reset_after=False`` is the form of Cho et al.: the reset gate scales the old state
-*before* the matrix product.  ``reset_after=True`` (Keras's default, the form cuDNN
+``reset_after=False`` is the form of Cho et al.'s published paper (arXiv 1406.1078v3,
+EMNLP 2014): the reset gate scales the old state *before* the matrix product.  (Their
+first arXiv version, v1, put it after the product, as cuDNN does.)  ``reset_after=True`` (Keras's default, the form cuDNN
 implements) applies it *after*, which lets all three recurrent products ``W h_{t-1}`` be
 done as one matrix multiplication; it has a second, recurrent-side bias ``b'``.
 
@@ -289,7 +290,7 @@ class GRUParams:
         U      (3H, D)   [U_z; U_r; U_n]
         b      (3H,)     input-side biases [b_z, b_r, b_n]
         b_rec  (3H,)     recurrent-side biases b' (reset_after=True only; None means zeros)
-        reset_after      True: Keras's default / cuDNN form; False: Cho et al.'s form
+        reset_after      True: Keras's default / cuDNN form; False: the published (v3) form
     """
 
     W: np.ndarray
@@ -382,7 +383,7 @@ def gru_step(params: GRUParams, h_prev, x_t, return_gates: bool = False):
     if params.reset_after:
         n = np.tanh(ax_n + r * (h_prev @ W_n.T + params.b_rec[2 * H:]))  # reset after the product
     else:
-        n = np.tanh(ax_n + (r * h_prev) @ W_n.T)  # reset before the product (Cho et al.)
+        n = np.tanh(ax_n + (r * h_prev) @ W_n.T)  # reset before the product (published v3 form)
     h = z * h_prev + (1.0 - z) * n  # (batch, hidden)
     if return_gates:
         return h, {"z": z, "r": r, "n": n}

@@ -8,7 +8,8 @@ sequence is a dial for "how long a memory does this need".
 * :func:`marked_bit` -- remember one bit.  Every step shows a random bit (+1 or -1) in
   channel 0; channel 1 marks step 1, whose bit is the answer.  A classification task with
   a 50 % chance level, so "did it learn?" reads off the accuracy at a glance.
-* :func:`adding_problem` -- Hochreiter & Schmidhuber's (1997) regression task: channel 0
+* :func:`adding_problem` -- the adding problem in the form of Le et al. (2015) and Arjovsky
+  et al. (2016), after Hochreiter & Schmidhuber (1997), who posed a variant: channel 0
   holds random numbers in [0, 1), channel 1 marks two of them, one in each half of the
   sequence; the answer is their sum.  Predicting the mean answer, 1, gives a mean squared
   error of 1/6 (:data:`ADDING_BASELINE_MSE`), the bar a model must clear.
