@@ -456,10 +456,18 @@ def draw_unrolled_rnn(T: int = 4, figsize=None) -> Figure:
     return fig
 
 
-def _arch_panel(ax, title, example, in_steps, out_steps, seq2seq=False):
-    """One architecture: inputs at ``in_steps``, outputs at ``out_steps`` (1-based columns)."""
+def _arch_panel(ax, title, example, in_steps, out_steps, seq2seq=False, in_labels=None, repeated=(),
+                dec_in_labels=None):
+    """One architecture: inputs at ``in_steps``, outputs at ``out_steps`` (1-based columns).
+
+    ``in_labels`` maps a column to the label of its input box; columns in ``repeated`` draw
+    their input dashed (a copy of the same vector, as ``RepeatVector`` makes).  With
+    ``seq2seq=True`` the columns after the inputs are the decoder; ``dec_in_labels`` maps a
+    decoder column to the label of the decoder's own input there (the previous target).
+    """
     n = max(max(in_steps, default=0), max(out_steps, default=0))
     n_in = len(in_steps)
+    in_labels, dec_in_labels = in_labels or {}, dec_in_labels or {}
     fw = COLORS["forward"]
     dx = 1.0
     _setup_axes(ax, (0.3, n * dx + 0.7), (-0.65, 3.0))
@@ -470,8 +478,11 @@ def _arch_panel(ax, title, example, in_steps, out_steps, seq2seq=False):
         h = box(ax, (x, 1.15), "", w=0.55, h=0.45, fc=COLORS["hidden"] if not seq2seq or enc else COLORS["decoder"])
         if prev is not None:
             connect(ax, prev, h, color=fw, gap=0.02, lw=1.1)
-        if t in in_steps:
-            xi = box(ax, (x, 0.0), "", w=0.55, h=0.4, fc=COLORS["input"])
+        if t in in_steps or t in dec_in_labels:
+            dec = t in dec_in_labels
+            text = dec_in_labels[t] if dec else in_labels.get(t, "")
+            xi = box(ax, (x, 0.0), text, w=0.55, h=0.4, fc=COLORS["output" if dec else "input"],
+                     ls="--" if t in repeated else "-", size=8)
             connect(ax, xi, h, color=fw, gap=0.02, lw=1.1)
         if t in out_steps:
             yo = box(ax, (x, 2.3), "", w=0.55, h=0.4, fc=COLORS["output"])
@@ -481,19 +492,30 @@ def _arch_panel(ax, title, example, in_steps, out_steps, seq2seq=False):
     label(ax, ((n * dx + 1.0) / 2, -0.55), example, size=8, color=COLORS["muted"], style="italic")
     if seq2seq:
         label(ax, ((1 + n_in) / 2 * dx, 1.65), "encoder", size=8, color=COLORS["muted"])
-        label(ax, ((n_in + 1 + n) / 2 * dx, 1.65), "decoder", size=8, color=COLORS["muted"])
+        label(ax, (((n_in + 1 + n) / 2 + 0.5) * dx, 1.65), "decoder", size=8, color=COLORS["muted"])  # between arrows
+        label(ax, ((n_in + 0.5) * dx, 0.82), _vec("h", "T"), size=8, color=COLORS["muted"])
 
 
 def draw_architectures(figsize=(10, 2.6)) -> Figure:
     """Four ways to wire a recurrent network, side by side: one-to-many, many-to-one,
     many-to-many aligned, and sequence-to-sequence (encoder-decoder).  Inputs are green at
-    the bottom, hidden states blue (a decoder's darker blue), outputs orange at the top."""
+    the bottom, hidden states blue (a decoder's darker blue), outputs orange at the top.
+
+    The panels draw what chapter 1's Keras code builds.  One-to-many: the single input
+    ``x`` is repeated at every step (``RepeatVector``; the copies are dashed).
+    Sequence-to-sequence: the encoder hands its last state ``h_T`` to the decoder as its
+    initial state, and the decoder reads inputs of its own, orange like outputs because
+    they are the previous targets (a start symbol ``<s>`` first, then ``ŷ_1``, ``ŷ_2``).
+    """
     fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [4, 4, 4, 6]})
-    _arch_panel(axes[0], "one-to-many", "image → caption,\nnote → melody", [1], [1, 2, 3, 4])
+    x = r"$\mathbf{x}$"
+    _arch_panel(axes[0], "one-to-many", "image → caption,\nnote → melody", [1, 2, 3, 4], [1, 2, 3, 4],
+                in_labels={t: x for t in range(1, 5)}, repeated=(2, 3, 4))
     _arch_panel(axes[1], "many-to-one", "review → sentiment,\nprices → tomorrow's move", [1, 2, 3, 4], [4])
     _arch_panel(axes[2], "many-to-many (aligned)", "char-rnn: next character\nat every step",
                 [1, 2, 3, 4], [1, 2, 3, 4])
     _arch_panel(axes[3], "sequence-to-sequence", "translation: read all,\nthen write",
-                [1, 2, 3], [4, 5, 6], seq2seq=True)
+                [1, 2, 3], [4, 5, 6], seq2seq=True,
+                dec_in_labels={4: r"$\langle s\rangle$", 5: r"$\hat{\mathbf{y}}_1$", 6: r"$\hat{\mathbf{y}}_2$"})
     return fig

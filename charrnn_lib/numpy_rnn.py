@@ -253,6 +253,30 @@ def rnn_forward(params: RNNParams, xs, h0=None):
     return hs
 
 
+def birnn_forward(forward: RNNParams, backward: RNNParams, xs, merge_mode: str = "concat"):
+    """A bidirectional recurrent layer: ``forward`` reads x_1 .. x_T, ``backward`` reads
+    x_T .. x_1, and the two states of each step t are merged.
+
+    xs: (B, T, D)  ->  (B, T, 2H) for ``merge_mode="concat"`` (forward state first, as
+    ``keras.layers.Bidirectional``), (B, T, H) for ``"sum"``.  Both directions start from
+    zeros.  Step t of the result depends on the whole sequence: the forward half on
+    x_1 .. x_t, the backward half on x_t .. x_T.  Only W, U, b of the two parameter sets
+    are used (the output layer, if any, comes after the merge).
+    """
+    if merge_mode not in ("concat", "sum"):
+        raise ValueError(f'merge_mode must be "concat" or "sum", got {merge_mode!r}.')
+    if forward.hidden_size != backward.hidden_size and merge_mode == "sum":
+        raise RNNShapeError(
+            f"merge_mode='sum' needs equal hidden sizes, got {forward.hidden_size} and {backward.hidden_size}."
+        )
+    xs = np.asarray(xs)
+    h_fwd = rnn_forward(forward, xs)  # (B, T, H): h_t from x_1 .. x_t
+    h_bwd = rnn_forward(backward, xs[:, ::-1])[:, ::-1]  # (B, T, H): step t from x_T .. x_t, re-aligned
+    if merge_mode == "sum":
+        return h_fwd + h_bwd
+    return np.concatenate([h_fwd, h_bwd], axis=-1)
+
+
 def rnn_logits(params: RNNParams, hs):
     """Output pre-activations ``o_t = V h_t + c`` for every step: hs (B, T, H) -> (B, T, K)."""
     hs = np.asarray(hs)

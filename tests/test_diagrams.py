@@ -45,6 +45,20 @@ def test_architectures_has_four_panels():
     assert "encoder" in texts and "decoder" in texts
 
 
+def test_architectures_match_the_keras_code():
+    """One-to-many repeats x at every step (RepeatVector); the seq2seq decoder reads its own
+    inputs (start symbol, then the previous targets) and starts from the encoder's h_T."""
+    fig = diagrams.draw_architectures()
+    one_to_many, seq2seq = fig.axes[0], fig.axes[3]
+    assert [t.get_text() for t in one_to_many.texts].count(r"$\mathbf{x}$") == 4
+    dashed = [p for p in one_to_many.patches if p.get_linestyle() == "--"]
+    assert len(dashed) == 3  # the three copies made by RepeatVector
+    s2s = [t.get_text() for t in seq2seq.texts]
+    for s in (r"$\langle s\rangle$", r"$\hat{\mathbf{y}}_1$", r"$\hat{\mathbf{y}}_2$", r"$\mathbf{h}_{T}$"):
+        assert s in s2s, s
+    render(fig)
+
+
 @pytest.mark.parametrize("T", [1, 3])
 def test_bptt_graph_has_forward_and_backward_labels(T):
     texts = render(diagrams.draw_bptt_graph(T=T))

@@ -8,6 +8,7 @@ from hypothesis.extra.numpy import arrays
 from charrnn_lib.numpy_rnn import (
     RNNParams,
     RNNShapeError,
+    birnn_forward,
     dtanh,
     from_keras,
     rnn_forward,
@@ -206,3 +207,42 @@ def test_bad_shapes_raise_helpful_errors():
     with pytest.raises(ValueError, match="kernel, recurrent_kernel, bias"):
         from_keras([p.U.T, p.W.T], [p.V.T, p.c])
     assert issubclass(RNNShapeError, ValueError)
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum"])
+@pytest.mark.parametrize("B, T, D, H", [(2, 5, 3, 4), (1, 1, 2, 3), (3, 9, 1, 2)])
+def test_birnn_forward_matches_keras_bidirectional(merge_mode, B, T, D, H):
+    fwd, bwd = RNNParams.random(D, H, 1, seed=3, scale=0.8), RNNParams.random(D, H, 1, seed=4, scale=0.8)
+    layer = keras.layers.Bidirectional(
+        keras.layers.SimpleRNN(H, return_sequences=True, dtype="float64"), merge_mode=merge_mode, dtype="float64"
+    )
+    layer.build((None, None, D))
+    layer.set_weights(to_keras(fwd)["simple_rnn"] + to_keras(bwd)["simple_rnn"])  # forward layer first
+    xs = np.random.default_rng(B * 100 + T).normal(size=(B, T, D))
+    out = birnn_forward(fwd, bwd, xs, merge_mode)
+    assert out.shape == (B, T, 2 * H if merge_mode == "concat" else H)
+    np.testing.assert_allclose(out, np.asarray(layer(xs)), rtol=1e-12, atol=1e-14)
+
+
+def test_birnn_forward_reversal_swaps_directions_and_sees_the_future():
+    fwd, bwd = RNNParams.random(3, 4, 1, seed=1), RNNParams.random(3, 4, 1, seed=2)
+    xs = np.random.default_rng(0).normal(size=(2, 6, 3))
+    out = birnn_forward(fwd, bwd, xs)
+    # the forward half is the causal RNN; the backward half is the causal RNN on the reversed input
+    np.testing.assert_array_equal(out[..., :4], rnn_forward(fwd, xs))
+    swapped = birnn_forward(bwd, fwd, xs[:, ::-1])[:, ::-1]
+    np.testing.assert_allclose(out, np.concatenate([swapped[..., 4:], swapped[..., :4]], axis=-1), rtol=1e-15)
+    later = xs.copy()
+    later[:, -1] += 1.0  # change only the last input
+    changed = birnn_forward(fwd, bwd, later)
+    np.testing.assert_array_equal(changed[:, :-1, :4], out[:, :-1, :4])  # forward half: causal
+    assert np.all(np.abs(changed[:, 0, 4:] - out[:, 0, 4:]).max(axis=-1) > 1e-6)  # backward half: not
+
+
+def test_birnn_forward_rejects_bad_merge_modes():
+    p, q = RNNParams.random(3, 4, 1), RNNParams.random(3, 5, 1)
+    with pytest.raises(ValueError, match="merge_mode"):
+        birnn_forward(p, p, np.zeros((1, 2, 3)), merge_mode="mul")
+    with pytest.raises(RNNShapeError, match="equal hidden sizes"):
+        birnn_forward(p, q, np.zeros((1, 2, 3)), merge_mode="sum")
+    assert birnn_forward(p, q, np.zeros((1, 2, 3))).shape == (1, 2, 9)
