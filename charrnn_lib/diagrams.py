@@ -14,6 +14,9 @@ Figures:
 * :func:`draw_bptt_graph`     - the unrolled computational graph with forward and backward arrows
 * :func:`draw_lstm_cell`      - an LSTM memory block (optionally with peepholes)
 * :func:`draw_gru_cell`       - a GRU cell (Keras convention)
+* :func:`draw_truncated_bptt` - truncated BPTT as a timeline: state carried, gradient cut at chunk boundaries
+* :func:`draw_charrnn_model`  - chapter 5's char-rnn, layer by layer, with tensor shapes and carried states
+* :func:`draw_sampling_loop`  - generating text: prime, one step, softmax with temperature, pick, feed back
 """
 from __future__ import annotations
 
@@ -518,4 +521,189 @@ def draw_architectures(figsize=(10, 2.6)) -> Figure:
     _arch_panel(axes[3], "sequence-to-sequence", "translation: read all,\nthen write",
                 [1, 2, 3], [4, 5, 6], seq2seq=True,
                 dec_in_labels={4: r"$\langle s\rangle$", 5: r"$\hat{\mathbf{y}}_1$", 6: r"$\hat{\mathbf{y}}_2$"})
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Chapter 2: truncated BPTT as a timeline
+# ---------------------------------------------------------------------------
+
+
+def draw_truncated_bptt(text: str = "to be or not", kappa: int = 4, figsize=None) -> Figure:
+    """Truncated BPTT over ``text``, read as consecutive chunks of ``kappa`` steps.
+
+    One column per character: the input ``x_t`` (the character) at the bottom, the state
+    ``h_t`` above it.  Forward (black, solid): the state runs through every step and is
+    carried across the chunk boundaries (grey dotted lines) into the next chunk.  Backward
+    (red, dashed): the gradient runs from step to step back to the first step of its own
+    chunk and stops there; at a boundary the carried state is a constant.
+    """
+    if kappa < 1:
+        raise ValueError(f"kappa must be at least 1, got {kappa}")
+    n = len(text)
+    if n == 0 or n % kappa:
+        raise ValueError(f"the text's length ({n}) must be a positive multiple of kappa ({kappa})")
+    n_chunks = n // kappa
+    dx = 1.25
+    xs = [dx * t for t in range(n + 1)]  # xs[0]: h_0
+    y_x, y_h, y_chunk = 0.0, 1.45, 2.55
+    fig, ax = new_diagram((-0.75, xs[-1] + 0.75), (-1.45, 3.05), figsize=figsize or (1.2 + 0.62 * n, 2.9))
+    fw, bw, muted = COLORS["forward"], COLORS["backward"], COLORS["muted"]
+    off = 0.11
+
+    # Chunks: a light band behind each, a dotted line at each boundary.
+    for c in range(n_chunks):
+        left, right = xs[c * kappa] + dx / 2, xs[(c + 1) * kappa] + dx / 2
+        if c == n_chunks - 1:
+            right = xs[-1] + 0.6
+        ax.add_patch(FancyBboxPatch((left + 0.08, -0.55), right - left - 0.16, 3.45, boxstyle="round,pad=0.02",
+                                    fc=COLORS["cell"] if c % 2 == 0 else "#fafafa", ec="none", zorder=0))
+        first, last = c * kappa + 1, (c + 1) * kappa
+        label(ax, ((left + right) / 2, y_chunk), rf"chunk {c + 1}: steps {first}$-${last}", size=9, color=muted)
+        if c:
+            ax.plot([left, left], [-0.75, 2.95], color=muted, lw=1.0, ls=":", zorder=1)
+
+    h0 = box(ax, (xs[0], y_h), _vec("h", 0), w=0.78, h=0.58, ls="--")
+    prev = h0
+    hs = []
+    for t in range(1, n + 1):
+        ch = text[t - 1]
+        xn = circle(ax, (xs[t], y_x), "␣" if ch == " " else ch, r=0.3, fc=COLORS["input"], size=11)
+        h = box(ax, (xs[t], y_h), _vec("h", t), w=0.78, h=0.58)
+        connect(ax, xn, h, color=fw, gap=0.03)
+        boundary = (t - 1) % kappa == 0 and t > 1
+        connect(ax, prev, h, offset=off, color=fw, gap=0.03, lw=2.0 if boundary else 1.3)
+        if (t - 1) % kappa:  # the gradient flows back within the chunk only
+            connect(ax, h, prev, offset=off, color=bw, ls="--", gap=0.03)
+        elif t > 1:  # at the chunk's first step the gradient stops at the boundary
+            stop = (xs[t] - dx / 2, y_h - off)
+            arrow(ax, (h.x - h.w / 2 - 0.03, y_h - off), stop, color=bw, ls="--", head=False)
+            ax.plot([stop[0]], [stop[1]], marker="x", color=bw, ms=7, mew=1.8, zorder=4)
+        hs.append(h)
+        prev = h
+    label(ax, (xs[0], y_x), "text:", size=9, color=muted)
+    for c in range(1, n_chunks):
+        xb = xs[c * kappa] + dx / 2
+        label(ax, (xb, -1.05), "state carried,\ngradient cut", size=8, color=muted, style="italic")
+    handles = [
+        Line2D([], [], color=fw, lw=1.3, label="forward: the state, carried across chunks"),
+        Line2D([], [], color=bw, lw=1.3, ls="--", label=r"backward: the gradient, within its chunk only"),
+    ]
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, fontsize=9, frameon=False)
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Chapter 5: the char-rnn model
+# ---------------------------------------------------------------------------
+
+
+def draw_charrnn_model(num_layers: int = 2, figsize=None) -> Figure:
+    """Chapter 5's char-rnn as Keras builds it, with the shapes of the tensors between layers.
+
+    Character ids ``(B, T)`` → embedding (a ``K × E`` table) → ``(B, T, E)`` → LSTM layers
+    → ``(B, T, H)`` → dense layer (kernel ``H × K``) → logits ``(B, T, K)`` → softmax and
+    cross-entropy against the targets.  Each LSTM layer's state ``h_l, s_l`` (each ``(B, H)``)
+    comes in from the previous batch (top, dashed) and leaves, updated, for the next batch
+    (bottom, dashed).
+    """
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+    dx = 2.45
+    n = 4 + num_layers  # ids, embedding, LSTMs, dense, loss
+    xs = [dx * j for j in range(n)]
+    y, y_in, y_out = 0.0, 1.75, -1.75
+    fig, ax = new_diagram((-1.0, xs[-1] + 1.05), (-2.35, 2.35), figsize=figsize or (1.3 + 1.55 * n, 3.5))
+    fw, muted = COLORS["forward"], COLORS["muted"]
+    bw, bh = 1.6, 1.0
+
+    nodes = [box(ax, (xs[0], y), "character\nids", w=1.35, h=bh, fc=COLORS["op"], size=10)]
+    nodes.append(box(ax, (xs[1], y), "embedding\n" + r"$K \times E$", w=bw, h=bh, fc=COLORS["input"], size=10))
+    for l in range(1, num_layers + 1):
+        x = xs[1 + l]
+        nodes.append(box(ax, (x, y), f"LSTM {l}\n" + r"$H$ units", w=bw, h=bh, fc=COLORS["hidden"], size=10))
+        s_in = box(ax, (x, y_in), rf"$\mathbf{{h}}_{l}, \mathbf{{s}}_{l}$", w=1.3, h=0.55, ls="--", size=10)
+        s_out = box(ax, (x, y_out), rf"$\mathbf{{h}}_{l}', \mathbf{{s}}_{l}'$", w=1.3, h=0.55, ls="--", size=10)
+        connect(ax, s_in, nodes[-1], color=fw, ls="--", gap=0.03)
+        connect(ax, nodes[-1], s_out, color=fw, ls="--", gap=0.03)
+        label(ax, (x + 0.72, (y_in + bh / 2) / 2 + 0.1), r"$(B, H)$ each", size=8, color=muted, ha="left")
+    nodes.append(box(ax, (xs[-2], y), "dense\n" + r"$H \times K$", w=bw, h=bh, fc=COLORS["output"], size=10))
+    nodes.append(box(ax, (xs[-1], y), "softmax,\ncross-entropy", w=1.75, h=bh, fc=COLORS["loss"], size=10))
+
+    shapes = [r"$(B, T)$", r"$(B, T, E)$"] + [r"$(B, T, H)$"] * num_layers + [r"$(B, T, K)$"]
+    for a, b, s in zip(nodes, nodes[1:], shapes):
+        connect(ax, a, b, color=fw, gap=0.03)
+        label(ax, ((a.x + a.w / 2 + b.x - b.w / 2) / 2, y + 0.3), s, size=9)
+    label(ax, ((nodes[-2].x + nodes[-1].x) / 2 + 0.05, y - 0.3), "logits", size=8, color=muted, style="italic")
+
+    # Targets into the loss, the loss out.
+    loss = nodes[-1]
+    target = box(ax, (loss.x, y_out), r"targets $(B, T)$", w=1.75, h=0.55, fc=COLORS["op"], size=9)
+    connect(ax, target, loss, color=fw, gap=0.03)
+    label(ax, (loss.x, y_in), r"loss $\mathcal{L}$", size=11)
+    arrow(ax, loss.side("top"), (loss.x, y_in - 0.22), color=fw)
+
+    first_lstm = xs[2]
+    label(ax, (first_lstm - dx / 2 - 0.05, y_in), "from the\nprevious batch", size=8, color=muted, style="italic",
+          ha="right")
+    label(ax, (first_lstm - dx / 2 - 0.05, y_out), "to the\nnext batch", size=8, color=muted, style="italic",
+          ha="right")
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Chapter 6: the sampling loop
+# ---------------------------------------------------------------------------
+
+
+def draw_sampling_loop(figsize=(10, 3.7)) -> Figure:
+    """Generating text one character at a time.
+
+    The prime, all but its last character, is read first to warm the state up (outputs
+    discarded); its last character is the first input.  Then, at every step: one step of
+    the model on the input character (updating the carried state ``h, s``) gives the logits
+    ``o``; ``softmax(o / T_s)`` gives ``p``; a rule picks ``k`` (argmax, a weighted pick with
+    the uniform number ``u``, or the space rule); character ``k`` is appended to the text
+    and becomes the next input.
+    """
+    fig, ax = new_diagram((-1.1, 14.9), (-2.5, 3.05), figsize=figsize)
+    fw, muted = COLORS["forward"], COLORS["muted"]
+    y, y_top, y_bot = 0.0, 2.2, -1.95
+
+    prime = box(ax, (0.0, y), "prime\n" + r"“ROMEO:\n”", w=1.7, h=1.0, fc=COLORS["op"], size=10)
+    inp = box(ax, (2.75, y), "input\ncharacter", w=1.5, h=1.0, fc=COLORS["input"], size=10)
+    step = box(ax, (5.45, y), "one step\nof the model", w=1.7, h=1.0, fc=COLORS["hidden"], size=10)
+    logits = box(ax, (7.9, y), r"logits $\mathbf{o}$", w=1.4, h=1.0, fc=COLORS["output"], size=10)
+    soft = box(ax, (10.4, y), r"$\operatorname{softmax}(\mathbf{o}/T_{\mathrm{s}})$", w=2.1, h=1.0,
+               fc=COLORS["output"], size=10)
+    pick = box(ax, (13.35, y), r"pick $k$", w=1.5, h=1.0, fc=COLORS["gate"], size=11)
+    state = box(ax, (5.45, y_top), r"state $\mathbf{h}, \mathbf{s}$", w=1.7, h=0.6, ls="--", size=10)
+
+    connect(ax, prime, inp, color=fw, gap=0.03)
+    label(ax, ((prime.x + inp.x) / 2 + 0.05, y + 0.32), "last char.", size=8, color=muted)
+    connect(ax, inp, step, color=fw, gap=0.03)
+    connect(ax, step, logits, color=fw, gap=0.03)
+    connect(ax, logits, soft, color=fw, gap=0.03)
+    connect(ax, soft, pick, color=fw, gap=0.03)
+    label(ax, ((soft.x + soft.w / 2 + pick.x - pick.w / 2) / 2, y + 0.3), r"$p_k$", size=11)
+    label(ax, (soft.x, y - 1.25), r"temperature $T_{\mathrm{s}}$", size=9, color=muted)
+    arrow(ax, (soft.x, y - 1.05), soft.side("bottom"), color=muted, lw=1.0)
+
+    # The state: read and updated by every step, warmed up on the prime first.
+    connect(ax, state, step, offset=0.35, color=fw, ls="--", gap=0.03)
+    connect(ax, step, state, offset=0.35, color=fw, ls="--", gap=0.03)
+    label(ax, (state.x + state.w / 2 + 0.1, y_top), "carried from\nstep to step", size=8, color=muted,
+          ha="left", style="italic")
+    polyline(ax, [prime.side("top"), (prime.x, y_top), state.side("left")], color=fw, ls="--")
+    label(ax, ((prime.x + state.x - state.w / 2) / 2, y_top + 0.32), "all but the last character:\nwarms the state up",
+          size=8, color=muted, va="bottom")
+
+    # The rules, under the pick; the choice is appended and fed back.
+    label(ax, (pick.x, y_top), "argmax,\nweighted pick ($u$),\nor space rule", size=8, color=muted)
+    arrow(ax, (pick.x, y_top - 0.5), pick.side("top", 0.0), color=muted, lw=1.0)
+    text = box(ax, (pick.x, y_bot), r"append $k$ to the text", w=2.6, h=0.6, fc=COLORS["op"], size=10)
+    connect(ax, pick, text, color=fw, gap=0.03)
+    polyline(ax, [text.side("left"), (inp.x, y_bot), inp.side("bottom")], color=fw, lw=1.6)
+    label(ax, ((inp.x + text.x - text.w / 2) / 2, y_bot - 0.32), "the chosen character is the next input",
+          size=9, color=muted, style="italic")
     return fig

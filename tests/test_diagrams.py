@@ -105,3 +105,56 @@ def test_node_boundary_geometry():
     circ = diagrams.Node(1.0, 1.0, 2.0, 2.0, "circle")
     x, y = circ.boundary((4.0, 5.0))
     assert abs((x - 1) ** 2 + (y - 1) ** 2 - 1.0) < 1e-12
+
+
+def test_truncated_bptt_timeline():
+    fig = diagrams.draw_truncated_bptt(text="to be or not", kappa=4)
+    ax = fig.axes[0]
+    red = diagrams.COLORS["backward"]
+    dashed_red = [p for p in ax.patches if p.get_linestyle() == "--" and matplotlib.colors.same_color(p.get_edgecolor(), red)]
+    texts = render(fig)
+    for s in ("chunk 1: steps 1$-$4", "chunk 2: steps 5$-$8", "chunk 3: steps 9$-$12"):
+        assert s in texts, s
+    for t in range(13):
+        assert rf"$\mathbf{{h}}_{{{t}}}$" in texts
+    assert texts.count("␣") == 3 and "t" in texts and "n" in texts  # the text's characters, spaces visible
+    assert texts.count("state carried,\ngradient cut") == 2  # one per inner boundary
+    # gradient arrows: kappa - 1 inside each of the 3 chunks, plus a stub stopping at each of the 2 boundaries
+    assert len(dashed_red) == 3 * 3 + 2
+    assert any("forward" in s for s in texts) and any("backward" in s for s in texts)
+
+
+def test_truncated_bptt_rejects_ragged_chunks():
+    with pytest.raises(ValueError):
+        diagrams.draw_truncated_bptt(text="abcde", kappa=2)
+    with pytest.raises(ValueError):
+        diagrams.draw_truncated_bptt(text="abcd", kappa=0)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_charrnn_model_layers_shapes_and_states(num_layers):
+    texts = render(diagrams.draw_charrnn_model(num_layers=num_layers))
+    assert "character\nids" in texts and "softmax,\ncross-entropy" in texts
+    assert "embedding\n$K \\times E$" in texts and "dense\n$H \\times K$" in texts
+    for l in range(1, num_layers + 1):
+        assert f"LSTM {l}\n$H$ units" in texts
+        assert rf"$\mathbf{{h}}_{l}, \mathbf{{s}}_{l}$" in texts        # from the previous batch
+        assert rf"$\mathbf{{h}}_{l}', \mathbf{{s}}_{l}'$" in texts      # to the next batch
+    assert f"LSTM {num_layers + 1}\n$H$ units" not in texts
+    for shape in (r"$(B, T)$", r"$(B, T, E)$", r"$(B, T, K)$"):
+        assert texts.count(shape) == 1, shape
+    assert texts.count(r"$(B, T, H)$") == num_layers
+    assert texts.count(r"$(B, H)$ each") == num_layers
+    assert "from the\nprevious batch" in texts and "to the\nnext batch" in texts
+    assert r"loss $\mathcal{L}$" in texts and r"targets $(B, T)$" in texts
+
+
+def test_sampling_loop_labels():
+    texts = render(diagrams.draw_sampling_loop())
+    for s in ("input\ncharacter", "one step\nof the model", r"logits $\mathbf{o}$",
+              r"$\operatorname{softmax}(\mathbf{o}/T_{\mathrm{s}})$", r"$p_k$", r"pick $k$",
+              r"state $\mathbf{h}, \mathbf{s}$", r"append $k$ to the text",
+              "argmax,\nweighted pick ($u$),\nor space rule", "the chosen character is the next input"):
+        assert s in texts, s
+    assert any(s.startswith("prime") for s in texts)
+    assert any("warms the state up" in s for s in texts)
