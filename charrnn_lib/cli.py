@@ -8,29 +8,53 @@
 ``train`` reads a corpus (a built-in name or a text file), trains with the deck's settings
 unless told otherwise, shows a progress bar, prints the validation loss after every epoch
 and saves a checkpoint in ``--out``; run the same command again and it resumes from that
-checkpoint (a finished run returns at once).  ``sample`` loads a checkpoint and prints
-generated text.
+checkpoint (a finished run returns at once; with a larger ``--epochs`` it continues).
+``sample`` loads a checkpoint and prints generated text as it is generated.
 
-Every option is checked *before* TensorFlow is imported and before any training starts, so
-a typo fails in a fraction of a second with a message and exit status 2.
+Everything that can be checked is checked *before* TensorFlow is imported and before the
+first batch, so a mistake fails in a fraction of a second with a message and exit status 2:
+every option (finite numbers, seeds in range), the corpus (it must batch, and have at least
+two distinct characters; a rejected corpus leaves no cache behind), the model's memory
+estimate against the machine's (naming a size that fits), and ``--out``: created, locked
+against a second run (``charrnn_lib.outdir``), written to, and with room for a few
+checkpoints.
+
+Exit status: 0 done; 1 a failure during the run (training diverged, a disk filled up, out of
+memory); 2 bad input (options, corpus, a damaged or mismatched checkpoint, a busy or
+unusable ``--out``); 128 + the signal's number after Ctrl-C (130) or ``kill`` (143), which
+stop training *between* batches and save a checkpoint first (a second Ctrl-C stops at once).
+Every expected failure is one line on stderr; a traceback means a bug, and says so.
 """
 from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
+import math
 import os
+import shutil
+import signal
+import sys
+import threading
+import traceback
+import warnings
 from pathlib import Path
 
 from charrnn_lib.corpora import CORPORA
 from charrnn_lib.distribute import PRESETS, STRATEGIES  # plain Python: no TensorFlow at import
 
-# As charrnn_lib.model.CELLS / INITS and charrnn_lib.sample.MODES, which cannot be imported
-# here without loading Keras; tests/test_cli.py checks that the copies agree.
+# As charrnn_lib.model.CELLS / INITS and charrnn_lib.sample.MODES / MIN_TEMPERATURE, which
+# cannot be imported here without loading Keras; tests/test_cli.py checks that the copies agree.
 CELLS = ("lstm", "gru", "rnn", "peephole")
 INITS = ("keras", "deck", "unit_embedding")
 MODES = ("argmax", "sample", "space")
+MIN_TEMPERATURE = 1e-30
 # Options a --preset sets (unless given explicitly), with the deck's values as defaults.
 PRESET_FIELDS = {"hidden_size": 128, "num_layers": 2, "dropout": 0.0, "batch_size": 50, "seq_length": 50}
+MAX_LAYERS = 64          # deeper stacks are refused: each layer is one more sequential pass
+MAX_SEED = 2**32 - 1     # NumPy's legacy seeding, which Keras uses, takes 32 bits
+MAX_STREAMS = 10_000     # more is bulk generation, for the library's Sampler, not for a terminal
+FREE_CHECKPOINTS = 3     # free disk asked for: the previous checkpoint, the new one, a margin
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -46,17 +70,24 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {shown})"
 
 
-def _number(kind, minimum, inclusive=True, what="a number"):
-    """An argparse ``type`` that parses ``kind`` and rejects values below ``minimum``."""
+def _number(kind, minimum, inclusive=True, what="a number", maximum=None, hint="", finite_hint=None):
+    """An argparse ``type`` that parses ``kind``: finite, at least ``minimum`` (above it if not
+    ``inclusive``), at most ``maximum``; ``hint`` is added to the out-of-range messages,
+    ``finite_hint`` (default: ``hint``) to the one for ``nan`` and ``inf``."""
 
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            extra = hint if finite_hint is None else finite_hint
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}{extra}")
         if value < minimum or (not inclusive and value == minimum):
             bound = f">= {minimum}" if inclusive else f"> {minimum}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}{hint}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {text}{hint}")
         return value
 
     return parse
@@ -65,6 +96,7 @@ def _number(kind, minimum, inclusive=True, what="a number"):
 positive_int = _number(int, 1, what="a positive integer")
 non_negative_int = _number(int, 0, what="a non-negative integer")
 positive_float = _number(float, 0.0, inclusive=False, what="a positive number")
+seed_int = _number(int, 0, what="a non-negative integer", maximum=MAX_SEED)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                             f"({presets}) (default: none, i.e. the deck's values)")
     train.add_argument("--hidden-size", type=positive_int, default=None,
                        help="units per layer, H (default: 128, or the preset's)")
-    train.add_argument("--num-layers", type=positive_int, default=None,
-                       help="stacked recurrent layers, L (default: 2, or the preset's)")
+    train.add_argument("--num-layers", type=_number(int, 1, what="a positive integer", maximum=MAX_LAYERS),
+                       default=None, help=f"stacked recurrent layers, L, at most {MAX_LAYERS} "
+                                          f"(default: 2, or the preset's)")
     train.add_argument("--dropout", type=_number(float, 0.0, what="a fraction"), default=None,
                        help="dropout between layers, in [0, 1) (default: 0.0, or the preset's)")
     train.add_argument("--batch-size", type=positive_int, default=None,
@@ -98,12 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seq-length", type=positive_int, default=None,
                        help="time steps per batch, the truncation length (default: 50, or the preset's)")
     train.add_argument("--learning-rate", type=positive_float, default=0.002, help="Adam learning rate")
-    train.add_argument("--grad-clip", type=_number(float, 0.0, what="a number >= 0"), default=5.0,
+    train.add_argument("--grad-clip", type=_number(float, 0.0, what="a number >= 0",
+                                                   hint=" (0 turns clipping off)"), default=5.0,
                        help="clip gradients to this global norm (0: no clipping)")
-    train.add_argument("--epochs", type=positive_int, default=2, help="passes over the training text")
+    train.add_argument("--epochs", type=positive_int, default=2,
+                       help="passes over the training text; a finished run continues when run again with "
+                            "a larger --epochs (the learning rate is constant, so the result is the run "
+                            "that was started with that many)")
     train.add_argument("--val-fraction", type=_number(float, 0.0, what="a fraction"), default=0.05,
                        help="last part of the corpus held out for validation, in [0, 1)")
-    train.add_argument("--seed", type=non_negative_int, default=0, help="random seed (initial weights)")
+    train.add_argument("--seed", type=seed_int, default=0, help=f"random seed (initial weights), 0 to {MAX_SEED}")
     train.add_argument("--init", choices=INITS, default="unit_embedding",
                        help="weight initialisation: 'unit_embedding': unit-normal embedding, Keras's output layer "
                             "(trains best, chapter 5); 'deck': unit-normal embedding and output layer as in the "
@@ -126,15 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
         "sample", formatter_class=_Formatter, help="generate text from a trained checkpoint",
         description="Generate text from a checkpoint written by 'train'.")
     sample.add_argument("--checkpoint", required=True, type=Path, help="folder given as --out to 'train'")
-    sample.add_argument("--length", type=non_negative_int, default=4000, help="characters to generate")
+    sample.add_argument("--length", type=non_negative_int, default=4000,
+                        help="characters to generate (printed as they are generated)")
     sample.add_argument("--mode", choices=MODES, default="sample",
                         help="argmax: always the likeliest; sample: weighted random; "
                              "space: random after a space, argmax elsewhere")
-    sample.add_argument("--temperature", type=positive_float, default=1.0,
-                        help="T_s > 0: sample from softmax(logits / T_s); below 1 is more conservative")
+    sample.add_argument("--temperature", default=1.0,
+                        type=_number(float, MIN_TEMPERATURE, what="a number", finite_hint="",
+                                     hint=" (smaller temperatures overflow float32 in logits / T_s; "
+                                          "--mode argmax is the limit T_s -> 0)"),
+                        help=f"T_s >= {MIN_TEMPERATURE:g}: sample from softmax(logits / T_s); below 1 is more "
+                             f"conservative")
     sample.add_argument("--prime", default=" ", help="text that warms up the state; printed first")
-    sample.add_argument("--seed", type=non_negative_int, default=0, help="random seed: same seed, same text")
-    sample.add_argument("--streams", type=positive_int, default=1, help="independent samples generated at once")
+    sample.add_argument("--seed", type=seed_int, default=0, help="random seed: same seed, same text")
+    sample.add_argument("--streams", default=1,
+                        type=_number(int, 1, what="a positive integer", maximum=MAX_STREAMS,
+                                     hint=" (for bulk generation use charrnn_lib.sample.Sampler.stream)"),
+                        help=f"independent samples generated at once, at most {MAX_STREAMS:,} (printed one after "
+                             f"another: the first as it is generated, the others held in memory until then)")
     parser.commands = {"train": train, "sample": sample}
     return parser
 
@@ -152,6 +198,8 @@ def _resolve_preset(args) -> None:
 
 
 def _check_train(args, parser):
+    from charrnn_lib.checkpoint import is_checkpoint_folder
+
     _resolve_preset(args)
     if not args.dropout < 1:
         parser.error(f"--dropout must be below 1, got {args.dropout}")
@@ -168,33 +216,61 @@ def _check_train(args, parser):
         parser.error(f"--val-fraction must be below 1, got {args.val_fraction}")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {str(args.out)!r} exists and is not a folder")
+    if is_checkpoint_folder(args.out):
+        parser.error(f"--out {str(args.out)!r} is one checkpoint (ckpt-<step>) of a run, not the folder of a "
+                     f"run: give the folder that holds it, {str(args.out.parent)!r}, to resume that run")
 
 
-def _checkpoint_vocab(folder: Path):
-    """The vocabulary saved with the newest checkpoint in ``folder``, read without TensorFlow.
+def _human(n: float) -> str:
+    from charrnn_lib.outdir import human_bytes
 
-    Mirrors ``charrnn_lib.train.latest_checkpoint`` (which cannot be imported here without
-    loading Keras): ``folder`` itself if it is a checkpoint, else its newest ``ckpt-<step>``.
-    """
-    from charrnn_lib.data import Vocab
+    return human_bytes(n)
 
-    if (folder / "progress.json").is_file():
-        ckpt = folder
-    else:
-        found = [p for p in folder.glob("ckpt-*") if p.is_dir() and p.name[5:].isdigit()]
-        if not found:
-            raise FileNotFoundError("no ckpt-<step> folder in it; train first with --out pointing there")
-        ckpt = max(found, key=lambda p: int(p.name[5:]))
-    return Vocab.from_json((ckpt / "vocab.json").read_text(encoding="utf-8"))
+
+def _check_training_memory(args, loader, parser) -> int:
+    """Refuse a model whose training would not fit in memory, naming sizes that fit; return
+    the free disk the run's checkpoints need."""
+    from charrnn_lib import resources
+
+    model = dict(vocab_size=loader.vocab_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                 cell=args.cell)
+
+    def need(**change):
+        return resources.training_bytes({**model, **change}, args.batch_size, args.seq_length)
+
+    available = resources.available_memory()
+    if available is not None and need() > available:
+        fits = []
+        hidden = resources.largest_fitting(lambda h: need(hidden_size=h), available, 1, args.hidden_size)
+        if hidden:
+            fits.append(f"--hidden-size up to {hidden:,} (with --num-layers {args.num_layers})")
+        layers = resources.largest_fitting(lambda n: need(num_layers=n), available, 1, args.num_layers)
+        if layers:
+            fits.append(f"--num-layers up to {layers} (with --hidden-size {args.hidden_size:,})")
+        advice = (" or ".join(fits) + " fits" if fits
+                  else "not even one layer of hidden size 1 fits: use a smaller --batch-size or --seq-length")
+        parser.error(f"a {args.num_layers} x {args.hidden_size:,} {args.cell} on batches of {args.batch_size} x "
+                     f"{args.seq_length} needs about {_human(need())} of memory to train (weights, gradients, "
+                     f"Adam's moments, the batch's activations, TensorFlow), and this machine has "
+                     f"{_human(available)} available: {advice}")
+    batches = args.epochs * loader.num_batches
+    return FREE_CHECKPOINTS * resources.checkpoint_bytes(model, args.batch_size, batches)
 
 
 def _check_sample(args, parser):
+    """The checkpoint to load (newest complete one) and its vocabulary; every check without Keras."""
+    from charrnn_lib import checkpoint, resources
+
     if not args.checkpoint.is_dir():
         parser.error(f"--checkpoint {str(args.checkpoint)!r} is not a folder; give the --out folder of a "
                      f"'train' run")
+    ckpt = checkpoint.latest_checkpoint(args.checkpoint)
+    if ckpt is None:
+        parser.error(f"--checkpoint {str(args.checkpoint)!r} holds no usable checkpoint: no ckpt-<step> folder "
+                     f"in it; train first with --out pointing there")
     try:
-        vocab = _checkpoint_vocab(args.checkpoint)
-    except (OSError, ValueError) as exc:
+        identity, _, vocab = checkpoint.read_checkpoint_meta(ckpt)
+    except checkpoint.CheckpointError as exc:
         parser.error(f"--checkpoint {str(args.checkpoint)!r} holds no usable checkpoint: {exc}")
     if not args.prime:
         parser.error("--prime must not be empty (the deck primes with a single space)")
@@ -203,7 +279,19 @@ def _check_sample(args, parser):
         parser.error(f"--prime has characters the model never saw: {', '.join(repr(c) for c in unknown)}")
     if args.mode == "space" and " " not in vocab.chars:
         parser.error("--mode space needs a space character in the model's vocabulary")
-    return vocab
+    model = identity["model"]
+    available = resources.available_memory()
+    need = resources.sampling_bytes(model, args.streams, args.length)
+    if available is not None and need > available:
+        most = resources.largest_fitting(lambda n: resources.sampling_bytes(model, n, args.length),
+                                         available, 1, args.streams)
+        advice = f"--streams up to {most:,} fits" if most else "the model itself does not fit"
+        parser.error(f"--streams {args.streams:,} with --length {args.length:,} needs about {_human(need)} of "
+                     f"memory (each stream's share of the generation loop, and the text of every stream after "
+                     f"the first, held until it is printed), and this machine has {_human(available)} "
+                     f"available: {advice} (one stream is printed as it is generated, so its --length has "
+                     f"no limit)")
+    return ckpt, vocab
 
 
 # ----------------------------------------------------------------------------------------
@@ -211,49 +299,103 @@ def _check_sample(args, parser):
 # ----------------------------------------------------------------------------------------
 
 def _load_corpus(args, parser):
-    """The TextLoader (NumPy only); a corpus that cannot be read or batched is a usage error."""
-    from charrnn_lib.data import TextLoader
+    """The TextLoader (NumPy only); a corpus that cannot be read or batched, or that has fewer
+    than two distinct characters, is a usage error -- and leaves no cache folder behind."""
+    from charrnn_lib.corpora import CorpusBuildError, corpus_path
+    from charrnn_lib.data import TextLoader, default_cache_dir
 
     try:
-        return TextLoader(args.corpus, batch_size=args.batch_size, seq_length=args.seq_length,
-                          encoding=args.encoding, val_fraction=args.val_fraction)
-    except (ValueError, OSError) as exc:  # too small for the batch shape, undecodable, empty, ...
+        cache = default_cache_dir(corpus_path(args.corpus))
+    except (ValueError, OSError, CorpusBuildError) as exc:
         parser.error(f"--corpus {args.corpus!r}: {exc}")
+    fresh = not os.path.lexists(cache)
+    try:
+        loader = TextLoader(args.corpus, batch_size=args.batch_size, seq_length=args.seq_length,
+                            encoding=args.encoding, val_fraction=args.val_fraction)
+        if loader.vocab_size < 2:
+            raise ValueError(f"it has only one distinct character ({loader.vocab.chars[0]!r}); a language "
+                             f"model needs at least two")
+        return loader
+    except (ValueError, OSError) as exc:  # too small for the batch shape, undecodable, empty, ...
+        if fresh:
+            shutil.rmtree(cache, ignore_errors=True)
+        parser.error(f"--corpus {args.corpus!r}: {exc}")
+
+
+class _StopOnSignal:
+    """While active, SIGINT (Ctrl-C) and SIGTERM set ``event``, which ``train`` checks between
+    batches (it then saves and returns); a second signal raises ``KeyboardInterrupt`` at once.
+    Installed by the command line only: a library call never changes signal handling."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signal.signal's rule
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.event.set()
+        # os.write, not print: a handler may run while the main thread is inside print.
+        os.write(2, b"\nstopping after this batch and saving a checkpoint "
+                    b"(press Ctrl-C again to stop at once)\n")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum or signal.SIGINT)
 
 
 def run_train(args, loader, parser=None) -> int:
     print(f"corpus {loader.path}: {len(loader.train_ids):,} training characters, "
           f"{len(loader.val_ids):,} validation, vocabulary of {loader.vocab_size}")
+    with _StopOnSignal() as stopper:
+        from charrnn_lib.distribute import make_strategy, per_replica_batch_size, split_cpu
 
-    from charrnn_lib.distribute import make_strategy, per_replica_batch_size, split_cpu
+        if args.cpu_devices > 1:
+            split_cpu(args.cpu_devices)  # before anything starts TensorFlow's devices
+        from charrnn_lib.model import ModelConfig  # TensorFlow is loaded from here on
+        from charrnn_lib.repro import seed_everything
+        from charrnn_lib.train import TrainConfig, train
 
-    if args.cpu_devices > 1:
-        split_cpu(args.cpu_devices)  # before anything starts TensorFlow's devices
-    from charrnn_lib.model import ModelConfig  # TensorFlow is loaded from here on
-    from charrnn_lib.repro import seed_everything
-    from charrnn_lib.train import TrainConfig, train
-
-    seed_everything(args.seed)
-    strategy = make_strategy(args.strategy)
-    try:
-        per_replica_batch_size(strategy, args.batch_size)
-    except ValueError as exc:
-        (parser or build_parser().commands["train"]).error(f"--batch-size: {exc}")
-    if strategy.num_replicas_in_sync > 1:
-        print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas of "
-              f"{args.batch_size // strategy.num_replicas_in_sync} rows each")
-    model_config = ModelConfig(loader.vocab_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                               cell=args.cell, dropout=args.dropout, init=args.init)
-    train_config = TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length,
-                               learning_rate=args.learning_rate, grad_clip=args.grad_clip,
-                               num_epochs=args.epochs, val_fraction=args.val_fraction, seed=args.seed,
-                               mixed_precision=args.mixed_precision)
-    result = train(loader, model_config, train_config, out_dir=args.out, progress=not args.quiet,
-                   strategy=strategy, max_batches=args.max_batches)
+        seed_everything(args.seed)
+        strategy = make_strategy(args.strategy)
+        try:
+            per_replica_batch_size(strategy, args.batch_size)
+        except ValueError as exc:
+            (parser or build_parser().commands["train"]).error(f"--batch-size: {exc}")
+        if strategy.num_replicas_in_sync > 1:
+            print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas of "
+                  f"{args.batch_size // strategy.num_replicas_in_sync} rows each")
+        model_config = ModelConfig(loader.vocab_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                                   cell=args.cell, dropout=args.dropout, init=args.init)
+        train_config = TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length,
+                                   learning_rate=args.learning_rate, grad_clip=args.grad_clip,
+                                   num_epochs=args.epochs, val_fraction=args.val_fraction, seed=args.seed,
+                                   mixed_precision=args.mixed_precision)
+        if stopper.event.is_set():
+            print("interrupted before training started; nothing was saved", file=sys.stderr)
+            return stopper.exit_code
+        result = train(loader, model_config, train_config, out_dir=args.out, progress=not args.quiet,
+                       strategy=strategy, max_batches=args.max_batches, stop=stopper.event)
     if result.resumed:
         print(f"resumed from the checkpoint in {args.out}")
     for line in _epoch_lines(result.history):
         print(line)
+    if result.stopped:
+        print(f"interrupted after {result.global_step} batches; checkpoint in {args.out} "
+              f"(run the same command again to resume)", file=sys.stderr)
+        return stopper.exit_code
     if result.finished:
         print(f"finished after {result.global_step} batches; checkpoint in {args.out}")
     else:
@@ -264,8 +406,6 @@ def run_train(args, loader, parser=None) -> int:
 
 def _epoch_lines(history):
     """One line per finished epoch: mean training loss and validation loss (nats, bits per character)."""
-    import math
-
     lines = []
     for i, train_loss in enumerate(history.epoch_train_loss):
         line = f"epoch {i + 1}: training loss {train_loss:.4f} nats"
@@ -276,19 +416,123 @@ def _epoch_lines(history):
     return lines
 
 
-def run_sample(args, vocab) -> int:
+def run_sample(args, checkpoint) -> int:
+    """Print the generated text as it comes: one stream live; with several, the first live and
+    the others (held as text) after it, each under a ``----- stream i -----`` line."""
+    from charrnn_lib.checkpoint import load_checkpoint
     from charrnn_lib.sample import Sampler
-    from charrnn_lib.train import load_checkpoint
 
-    model, vocab, model_config = load_checkpoint(args.checkpoint)
-    texts = Sampler(model, vocab, model_config).generate(args.length, prime=args.prime, mode=args.mode,
-                                                         temperature=args.temperature, seed=args.seed,
-                                                         num_streams=args.streams)
-    for i, text in enumerate([texts] if args.streams == 1 else texts):
-        if args.streams > 1:
-            print(f"----- stream {i} -----")
-        print(text)
+    model, vocab, model_config = load_checkpoint(checkpoint)
+    pieces = Sampler(model, vocab, model_config).stream(args.length, prime=args.prime, mode=args.mode,
+                                                        temperature=args.temperature, seed=args.seed,
+                                                        num_streams=args.streams)
+    out = sys.stdout
+    if args.streams == 1:
+        for (piece,) in pieces:
+            out.write(piece)
+        out.write("\n")
+    else:
+        held = [[] for _ in range(args.streams - 1)]
+        out.write("----- stream 0 -----\n")
+        for first, *others in pieces:
+            out.write(first)
+            for text, piece in zip(held, others):
+                text.append(piece)
+        out.write("\n")
+        for i, text in enumerate(held, start=1):
+            out.write(f"----- stream {i} -----\n")
+            out.writelines(text)
+            out.write("\n")
+            text.clear()
+    out.flush()
     return 0
+
+
+# ----------------------------------------------------------------------------------------
+# Errors: one line each, with the exit status of its kind.
+# ----------------------------------------------------------------------------------------
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    joined = ""
+    for line in lines:
+        joined += line if not joined else (" " if joined.endswith(":") else "; ") + line
+    return joined
+
+
+def _expected(exc: BaseException, args) -> tuple[int, str] | None:
+    """``(exit status, message)`` for a failure the command line expects, ``None`` for a bug."""
+    from charrnn_lib.checkpoint import CheckpointError, CheckpointMismatchError
+    from charrnn_lib.outdir import OutDirError
+
+    where = getattr(args, "out", None) or getattr(args, "checkpoint", None)
+    if isinstance(exc, CheckpointMismatchError) and exc.differences and args.command == "train":
+        return 2, (f"--out {str(args.out)!r} holds a checkpoint of another run ({'; '.join(exc.differences)}); "
+                   f"use another --out, delete {str(args.out)!r} to start over, or repeat that run's options "
+                   f"to resume it")
+    if isinstance(exc, (CheckpointError, OutDirError)):
+        return 2, _one_line(exc)
+    sample = sys.modules.get("charrnn_lib.sample")
+    if sample is not None and isinstance(exc, sample.SamplingError):
+        return 2, _one_line(exc)
+    train = sys.modules.get("charrnn_lib.train")
+    if train is not None and isinstance(exc, train.TrainingDivergedError):
+        kept = (f"the last good checkpoint, {exc.checkpoint.name}, is kept" if exc.checkpoint is not None
+                else "no checkpoint had been written yet")
+        clip = "a smaller --grad-clip" if args.grad_clip > 0 else "--grad-clip 5 (0 turns clipping off)"
+        return 1, (f"training diverged at batch {exc.step} (epoch {exc.epoch}): loss {exc.loss}, gradient norm "
+                   f"{exc.grad_norm}; nothing non-finite was saved, and {kept}. Resuming would diverge at the "
+                   f"same batch: start a new run (another --out, or delete {str(args.out)!r}) with a smaller "
+                   f"--learning-rate or {clip}")
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
+        smaller = ("--hidden-size, --num-layers, --batch-size or --seq-length" if args.command == "train"
+                   else "--streams")
+        reason = _one_line(exc)[:200] or type(exc).__name__
+        return 1, f"out of memory ({reason}); try a smaller {smaller}"
+    if isinstance(exc, OSError):
+        reason = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else _one_line(exc)
+        kept = (f"; the newest complete checkpoint in {str(where)!r} is kept: run the same command again "
+                f"to resume" if args.command == "train" else "")
+        return 1, reason + kept
+    return None
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null, so that the exit's flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def _plain_warnings(prog: str):
+    """The library's checkpoint warnings as one ``prog: warning: ...`` line each."""
+    from charrnn_lib.checkpoint import CheckpointWarning
+
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def one_line(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, CheckpointWarning):
+                print(f"{prog}: warning: {message}", file=sys.stderr)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = one_line
+        yield
+
+
+def _train(args, parser) -> int:
+    from charrnn_lib.outdir import claim_out_dir
+
+    _check_train(args, parser)
+    loader = _load_corpus(args, parser)
+    needed = _check_training_memory(args, loader, parser)
+    with claim_out_dir(args.out, needed, what=f"{FREE_CHECKPOINTS} checkpoints of this run"):
+        return run_train(args, loader, parser)
 
 
 def main(argv=None) -> int:
@@ -296,9 +540,28 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "train":
-        sub = parser.commands["train"]
-        _check_train(args, sub)
-        return run_train(args, _load_corpus(args, sub), sub)
-    vocab = _check_sample(args, parser.commands["sample"])
-    return run_sample(args, vocab)
+    sub = parser.commands[args.command]
+    with _plain_warnings(sub.prog):
+        try:
+            if args.command == "train":
+                return _train(args, sub)
+            checkpoint, _ = _check_sample(args, sub)
+            return run_sample(args, checkpoint)
+        except KeyboardInterrupt:
+            what = ("the newest checkpoint in {!r} stands (run the same command again to resume)"
+                    .format(str(args.out)) if args.command == "train" else "the output is incomplete")
+            print(f"\n{sub.prog}: interrupted; {what}", file=sys.stderr)
+            return 128 + signal.SIGINT
+        except BrokenPipeError:  # e.g. `sample | head`: the reader has all it wanted
+            _silence_stdout()
+            return 0
+        except Exception as exc:  # noqa: BLE001 -- every failure ends in one line or a bug report
+            known = _expected(exc, args)
+            if known is None:
+                traceback.print_exc()
+                print(f"{sub.prog}: internal error ({type(exc).__name__}): this is a bug in charrnn_lib; please "
+                      f"report it with the command line and the traceback above", file=sys.stderr)
+                return 1
+            code, message = known
+            print(f"{sub.prog}: error: {message}", file=sys.stderr)
+            return code

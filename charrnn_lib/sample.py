@@ -30,6 +30,13 @@ compiled with XLA: one step reads the embedding row, runs each layer's recurrent
 all inside the graph.  The loop runs in fixed-size chunks, so one compiled program
 serves every length.
 
+Long generations.  :meth:`Sampler.stream` yields the same text chunk by chunk, holding one
+chunk's numbers at a time (:class:`UniformStream` hands out the seed's uniform numbers
+without drawing them all up front), so memory stays bounded for any length; the command
+line prints it as it comes.  Temperatures below ``MIN_TEMPERATURE`` are refused: there
+``logits / T_s`` can overflow float32 and the softmax turns into NaN (``mode="argmax"`` is
+the limit ``T_s -> 0``).
+
 Shapes: ids (B,) per step, states (B, H) each, logits (B, K); B is the number of
 streams generated side by side.
 """
@@ -44,6 +51,10 @@ import tensorflow as tf
 from charrnn_lib.data import UnknownCharactersError
 
 MODES = ("argmax", "sample", "space")
+# Below this temperature logits / T_s can overflow float32 (already for |logits| > 3.4e8 at
+# 1e-30; for any logit at 1e-45, which float32 rounds to 0), the softmax becomes NaN and the
+# loop picks character 0 at every step.  Above it, small temperatures approach the argmax.
+MIN_TEMPERATURE = 1e-30
 
 
 class SamplingError(ValueError):
@@ -76,6 +87,9 @@ def check_options(mode: str, temperature: float, length: int, num_streams: int =
         raise SamplingError(f"mode must be one of {MODES}, got {mode!r}")
     if not temperature > 0:
         raise SamplingError(f"temperature must be > 0 (use mode='argmax' for T_s -> 0), got {temperature}")
+    if not (MIN_TEMPERATURE <= temperature < float("inf")):
+        raise SamplingError(f"temperature must be a finite number >= {MIN_TEMPERATURE:g}: below that "
+                            f"softmax(logits / T_s) degenerates (use mode='argmax' for T_s -> 0), got {temperature}")
     if int(length) != length or length < 0:
         raise SamplingError(f"length must be a non-negative integer, got {length!r}")
     if int(num_streams) != num_streams or num_streams < 1:
@@ -113,6 +127,44 @@ def uniforms(seed: int, length: int, num_streams: int = 1) -> np.ndarray:
     """
     rng = np.random.default_rng(seed)
     return (1.0 - rng.random((num_streams, length), dtype=np.float32)).astype(np.float32)
+
+
+class UniformStream:
+    """The numbers of ``uniforms(seed, length, num_streams)``, handed out a block of columns at a time.
+
+    ``take(n)`` returns the next ``n`` columns, (num_streams, n) float32, equal to that slice
+    of ``uniforms(seed, length, num_streams)``, without holding the whole array: stream ``b``
+    gets a generator of its own, moved to where its numbers start in the row-major draw
+    (``PCG64.advance`` counts 64-bit outputs, and a float32 uses half of one).  Small
+    generations are drawn at once.  (Memory: one block, whatever ``length``.)
+    """
+
+    AT_ONCE = 1 << 20  # numbers drawn up front below this many
+
+    def __init__(self, seed: int, length: int, num_streams: int = 1):
+        self.length, self.num_streams, self.position = length, num_streams, 0
+        self._all = uniforms(seed, length, num_streams) if length * num_streams <= self.AT_ONCE else None
+        self._generators = []
+        if self._all is None:
+            for b in range(num_streams):
+                start = b * length                        # in float32 draws of the row-major array
+                bits = np.random.PCG64(seed)              # what default_rng(seed) holds
+                bits.advance(start // 2)
+                generator = np.random.Generator(bits)
+                if start % 2:
+                    generator.random(1, dtype=np.float32)  # the first half of a 64-bit output
+                self._generators.append(generator)
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` columns (fewer at the end): (num_streams, n) float32 in (0, 1]."""
+        n = min(n, self.length - self.position)
+        if self._all is not None:
+            block = self._all[:, self.position:self.position + n]
+        else:
+            block = np.stack([(1.0 - g.random(n, dtype=np.float32)).astype(np.float32)
+                              for g in self._generators]) if n else np.ones((self.num_streams, 0), np.float32)
+        self.position += n
+        return block
 
 
 def _choose(logits, prev_ids, u, mode, temperature, space_id):
@@ -185,6 +237,8 @@ class Sampler:
         self.chunk = int(chunk)
         self.step = Stepper(model, model_config)
         self.space_id = self.index.get(" ", -1)
+        # ids -> text for a whole chunk at once (when every entry is one code point, as built by Vocab)
+        self._char_array = np.array(self.chars, dtype="<U1") if all(len(c) == 1 for c in self.chars) else None
         self.jit_compile = jit_compile
         self._compiled = {flag: tf.function(self._chunk, jit_compile=flag, autograph=False) for flag in (True, False)}
 
@@ -243,6 +297,56 @@ class Sampler:
         head = prime if include_prime else ""
         texts = [head + "".join(self.chars[i] for i in row) for row in ids]
         return texts[0] if num_streams == 1 else texts
+
+
+    def stream(self, length: int = 4000, prime: str = " ", mode: str = "sample", temperature: float = 1.0,
+               seed: int = 0, num_streams: int = 1, include_prime: bool = True):
+        """:meth:`generate`, chunk by chunk: yields lists of ``num_streams`` strings.
+
+        Joined, the pieces of stream ``b`` are ``generate(...)`` of stream ``b`` character for
+        character (same chunks, same compiled loop, same random numbers, from
+        :class:`UniformStream`), but only one chunk's inputs and outputs exist at a time, so
+        memory does not grow with ``length``.  The first piece is the prime when
+        ``include_prime``.  Raises as :meth:`generate`, before yielding anything.
+        """
+        check_options(mode, temperature, length, num_streams)
+        check_prime(prime, self.chars)
+        if mode == "space" and self.space_id < 0:
+            raise SamplingError("mode 'space' needs a space character in the vocabulary; use 'sample' or 'argmax'")
+        return self._stream(length, prime, mode, temperature, seed, num_streams, include_prime)
+
+    def _stream(self, length, prime, mode, temperature, seed, num_streams, include_prime):
+        B, P, C = num_streams, len(prime), self.chunk
+        prime_ids = np.array([self.index[c] for c in prime], dtype=np.int32)  # (P,)
+        steps = P - 1 + length  # step t reads input t and yields input t + 1
+        if include_prime:
+            yield [prime] * B
+        source = UniformStream(seed, length, B)
+        x = tf.constant(np.full((B,), prime_ids[0], np.int32))
+        states = self.step.zero_states(B)
+        mode_t, temp_t = tf.constant(MODES.index(mode)), tf.constant(temperature, tf.float32)
+        jit = self.jit_compile if self.jit_compile is not None else B <= self.XLA_MAX_STREAMS
+        run_chunk = self._compiled[bool(jit)]
+        for start in range(0, steps, C):
+            forced = np.full((B, C), -1, np.int32)
+            warm = min(start + C, P - 1) - start          # prime positions in this chunk
+            if warm > 0:
+                forced[:, :warm] = prime_ids[start + 1:start + 1 + warm]
+            u = np.ones((B, C), np.float32)
+            first, last = max(start, P - 1), min(start + C, steps)  # generated positions [first, last)
+            if last > first:
+                u[:, first - start:last - start] = source.take(last - first)
+            ids, x, states = run_chunk(x, states, tf.constant(forced), tf.constant(u), mode_t, temp_t)
+            if last > first:
+                ids = ids.numpy()[:, first - start:last - start]  # (B, last - first)
+                yield self._texts(ids)
+
+    def _texts(self, ids: np.ndarray) -> list[str]:
+        """The text of each row of ids (B, n)."""
+        if self._char_array is None:
+            return ["".join(self.chars[i] for i in row) for row in ids]
+        codes = np.ascontiguousarray(self._char_array[ids])  # (B, n) of one code point each: UTF-32
+        return [row.tobytes().decode("utf-32-le", "surrogatepass") for row in codes]
 
 
 def generate(model, vocab, model_config, length: int = 4000, prime: str = " ", mode: str = "sample",

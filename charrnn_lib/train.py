@@ -30,6 +30,14 @@ checkpoint holds everything the run's future depends on -- weights, Adam's momen
 step count, the carried state, the data position, the history -- so a resumed run
 produces exactly the weights an uninterrupted one does.
 
+Stops and failures.  ``train(..., stop=event)`` checks ``event`` between batches and, when
+it is set, saves and returns (the command line sets it from a Ctrl-C handler; ``train``
+itself never touches signal handling); a ``KeyboardInterrupt`` that arrives between batches
+also saves first.  A loss or gradient norm that is not finite raises
+``TrainingDivergedError`` before anything is saved, so the last checkpoint stays the last
+good one.  ``out_dir`` is locked for the duration (``charrnn_lib.outdir``): a second run
+into the same folder fails at once instead of overwriting the first one's checkpoints.
+
 The checkpoints and their format are ``charrnn_lib.checkpoint``'s; ``load_checkpoint`` and
 the checkpoint errors are re-exported here.
 """
@@ -44,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn_lib import checkpoint
+from charrnn_lib import checkpoint, outdir
 from charrnn_lib.checkpoint import (CheckpointError, CheckpointMismatchError,  # noqa: F401
                                     latest_checkpoint, load_checkpoint)
 from charrnn_lib.distribute import gather_rows, mixed_precision_optimizer, per_replica_batch_size, split_rows
@@ -56,6 +64,7 @@ __all__ = [
     "History",
     "TrainConfig",
     "TrainResult",
+    "TrainingDivergedError",
     "clip_gradients",
     "evaluate",
     "latest_checkpoint",
@@ -99,10 +108,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
+        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
+            raise ValueError(f"grad_clip must be a finite number >= 0 (0 turns clipping off), got "
+                             f"{self.grad_clip}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {self.seed!r}")
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
         if self.warmup_batches < 0 or self.checkpoint_every < 0:
@@ -178,6 +190,7 @@ class TrainResult:
     resumed: bool = False              # started from a checkpoint found in out_dir
     global_step: int = 0               # training batches done so far, over all calls
     chars_per_second: float | None = None  # training throughput of this call (after tracing)
+    stopped: bool = False              # train's stop= asked to stop; the work is saved
 
 
 # --------------------------------------------------------------------------- the step
@@ -440,39 +453,110 @@ def _check_loader(loader, train_config: TrainConfig) -> None:
                          f"val_fraction={train_config.val_fraction}; make them equal")
 
 
+class TrainingDivergedError(RuntimeError):
+    """A training step gave a loss or gradient norm that is not finite (NaN or infinity).
+
+    Raised by ``train`` before anything non-finite is saved; ``checkpoint`` is the last good
+    checkpoint (``None`` if none was written), ``step`` the 1-based batch that diverged.
+    """
+
+    def __init__(self, message: str, *, step: int, epoch: int, loss: float, grad_norm: float,
+                 checkpoint: Path | None = None):
+        super().__init__(message)
+        self.step, self.epoch, self.loss, self.grad_norm = step, epoch, loss, grad_norm
+        self.checkpoint = checkpoint
+
+
+def _stop_requested(stop) -> bool:
+    """``stop``: None, a ``threading.Event`` (anything with ``is_set``), or a callable."""
+    if stop is None:
+        return False
+    is_set = getattr(stop, "is_set", None)
+    return bool(is_set() if is_set is not None else stop())
+
+
+def _diverged(loss: float, norm: float, global_step: int, epoch: int, out_dir: Path | None,
+              train_config: TrainConfig) -> TrainingDivergedError:
+    last = checkpoint.latest_checkpoint(out_dir) if out_dir is not None else None
+    if out_dir is None:
+        kept = "no checkpoints were being written"
+    elif last is None:
+        kept = f"no checkpoint had been written into {out_dir} yet"
+    else:
+        kept = f"the last good checkpoint, {last.name}, is kept in {out_dir}"
+    clipping = "clip the gradients (grad_clip, e.g. 5)" if train_config.grad_clip == 0 else "a lower grad_clip"
+    return TrainingDivergedError(
+        f"training diverged at batch {global_step + 1} (epoch {epoch + 1}): loss {loss}, gradient norm "
+        f"{norm}; nothing non-finite was saved, and {kept}. Resuming would diverge at the same batch: "
+        f"start a new run with a lower learning rate or {clipping}",
+        step=global_step + 1, epoch=epoch + 1, loss=loss, grad_norm=norm, checkpoint=last)
+
+
 def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainConfig(),
           out_dir=None, progress: bool = True, strategy=None,
-          max_batches: int | None = None) -> TrainResult:
+          max_batches: int | None = None, stop=None) -> TrainResult:
     """Train a char-rnn on ``loader``'s batches; resume from ``out_dir`` if it holds this run.
 
     ``loader``: a ``charrnn_lib.data.TextLoader`` built with ``train_config``'s batch shape
     and ``val_fraction``.  ``model_config.vocab_size`` must equal ``loader.vocab_size``.
     ``out_dir``: where checkpoints go (``None``: no checkpoints).  If it holds a checkpoint
-    of the same run, training continues from it, and a finished run returns at once.
+    of the same run, training continues from it, and a finished run returns at once.  Under
+    the constant learning-rate schedule ``num_epochs`` may grow between calls: a finished
+    run then continues to the new total, exactly as a run started with it (the cosine
+    schedule depends on the total, so there it must stay).  ``out_dir`` is locked while
+    ``train`` runs (``charrnn_lib.outdir``): a second run into it fails at once.
     ``progress``: show a progress bar (tqdm, on stderr).  ``max_batches``: stop after this
     many training batches in this call, writing a checkpoint (an interruption on purpose).
+    ``stop``: a ``threading.Event`` or a callable returning ``True`` to ask for a stop; it
+    is checked between batches, and when set ``train`` writes a checkpoint and returns
+    with ``result.stopped`` (a signal handler can set it: see ``charrnn_lib.cli``).
+    Ctrl-C (``KeyboardInterrupt``) still saves when it arrives between batches and is
+    re-raised.  A loss or gradient norm that is not finite raises
+    :class:`TrainingDivergedError`; the last good checkpoint stays, no worse one is written.
     """
     import tensorflow as tf
-
-    from charrnn_lib.model import zero_states
-    from charrnn_lib.repro import seed_everything
 
     _check_loader(loader, train_config)
     if model_config.vocab_size != loader.vocab_size:
         raise ValueError(f"model_config.vocab_size={model_config.vocab_size} but the corpus has "
                          f"{loader.vocab_size} characters; use ModelConfig(vocab_size=loader.vocab_size)")
     strategy = strategy or tf.distribute.get_strategy()
-    rows_per_replica = per_replica_batch_size(strategy, train_config.batch_size)  # or a clear error
-    out_dir = Path(out_dir) if out_dir is not None else None
+    per_replica_batch_size(strategy, train_config.batch_size)  # or a clear error
+    if out_dir is None:
+        return _train(loader, model_config, train_config, None, progress, strategy, max_batches, stop)
+    out_dir = Path(out_dir)
+    if checkpoint.is_checkpoint_folder(out_dir):
+        raise CheckpointError(f"out_dir {out_dir} is a checkpoint folder, not the folder of a run: pass "
+                              f"the folder that holds it, {out_dir.parent}, to resume that run")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with outdir.lock_out_dir(out_dir):        # one run at a time; OutDirBusyError otherwise
+        checkpoint.remove_leftovers(out_dir)  # only the lock's holder may: they look like saves
+        return _train(loader, model_config, train_config, out_dir, progress, strategy, max_batches, stop)
+
+
+def _train(loader, model_config: ModelConfig, train_config: TrainConfig, out_dir: Path | None,
+           progress: bool, strategy, max_batches: int | None, stop) -> TrainResult:
+    """``train`` after its checks, with ``out_dir`` locked."""
+    import tensorflow as tf
+
+    from charrnn_lib.model import zero_states
+    from charrnn_lib.repro import seed_everything
+
+    rows_per_replica = per_replica_batch_size(strategy, train_config.batch_size)
     identity = checkpoint.run_identity(loader, model_config, train_config)
     B, nb = train_config.batch_size, loader.num_batches
     total_steps = train_config.num_epochs * nb
 
-    if out_dir is not None:
-        checkpoint.remove_leftovers(out_dir)
     ckpt = checkpoint.latest_checkpoint(out_dir) if out_dir is not None else None
     if ckpt is not None:
-        _, saved_progress = checkpoint.check_same_run(ckpt, loader.vocab, identity)
+        growable = ("train.num_epochs",) if train_config.lr_schedule == "constant" else ()
+        _, saved_progress = checkpoint.check_same_run(ckpt, loader.vocab, identity, may_differ=growable)
+        if saved_progress["global_step"] > total_steps:
+            raise CheckpointMismatchError(
+                f"{out_dir} holds a run trained for {saved_progress['global_step']} batches, more than "
+                f"num_epochs={train_config.num_epochs} x {nb} batches: ask for at least "
+                f"{-(-saved_progress['global_step'] // nb)} epochs, or use another out_dir",
+                (f"train.num_epochs: checkpoint further than {train_config.num_epochs}",))
 
     seed_everything(train_config.seed)
     model, optimizer = build_for_training(model_config, train_config, strategy, rows_per_replica)
@@ -486,8 +570,10 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
         checkpoint.restore_optimizer(optimizer, ckpt)
         history = History.from_dict(saved_progress["history"])
         epoch, pointer = saved_progress["epoch"], saved_progress["batch"]
-        global_step, finished = saved_progress["global_step"], saved_progress["finished"]
-        saved_states = np.load(ckpt / "state.npy", allow_pickle=False)  # (n, B, H), rows in order
+        global_step = saved_progress["global_step"]
+        finished = epoch >= train_config.num_epochs  # the saved flag, unless num_epochs grew
+        shape = (model_config.num_layers * model_config.states_per_layer, B, model_config.hidden_size)
+        saved_states = checkpoint.restore_state(ckpt, shape)     # (n, B, H), rows in order
         states = split_rows(strategy, list(saved_states))
     result = TrainResult(model, history, loader.vocab, model_config, train_config, out_dir,
                          finished=finished, resumed=ckpt is not None, global_step=global_step)
@@ -507,12 +593,16 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
     bar = _progress_bar(progress, total_steps, global_step)
     done_here, timed_chars, timed_seconds = 0, 0, 0.0
     consistent = True                                       # bookkeeping matches the weights
+    # Under mixed precision a non-finite gradient is routine: the loss scale was too large,
+    # and the optimizer skips that update and lowers the scale.  Only the loss counts there.
+    check_norm = not train_config.mixed_precision
     try:
         while epoch < train_config.num_epochs:
             while pointer < nb:
-                if max_batches is not None and done_here >= max_batches:
+                stopping = _stop_requested(stop)
+                if stopping or (max_batches is not None and done_here >= max_batches):
                     save()
-                    result.global_step = global_step
+                    result.global_step, result.stopped = global_step, stopping
                     return result
                 lr = learning_rate_at(global_step, total_steps, train_config)
                 t0 = time.perf_counter()
@@ -525,6 +615,10 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
                     timed_seconds += time.perf_counter() - t0
                 history.grad_norm.append(float(norm))
                 history.learning_rate.append(lr)
+                if not math.isfinite(history.train_loss[-1]) or (
+                        check_norm and not math.isfinite(history.grad_norm[-1])):
+                    raise _diverged(history.train_loss[-1], history.grad_norm[-1], global_step, epoch,
+                                    out_dir, train_config)
                 pointer, global_step, done_here = pointer + 1, global_step + 1, done_here + 1
                 consistent = True
                 bar.update(1)

@@ -1,5 +1,10 @@
-"""Checkpoints: complete, atomic, loadable, and refused when they belong to another run."""
+"""Checkpoints: complete, atomic, loadable, and refused when they belong to another run;
+damage named without tracebacks or pickles, incomplete ones passed over, nothing non-finite."""
 import json
+import os
+import shutil
+import stat
+import warnings
 
 import keras
 import numpy as np
@@ -157,3 +162,122 @@ def test_mismatch_names_a_field_an_older_checkpoint_lacks():
     assert describe_mismatch({"train": {"batch_size": 50}}, wanted) == [f"train.row_groups: {older}, now 2"]
     assert describe_mismatch({"train": {"row_groups": None}}, wanted) == [
         f"train.batch_size: {older}, now 50", "train.row_groups: checkpoint None, now 2"]
+
+
+# --------------------------------------------------------------------------- hostile use
+
+
+def test_folders_and_files_follow_the_umask(parts, tmp_path):
+    old = os.umask(0o027)
+    try:
+        ckpt = save(tmp_path, parts, 1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(ckpt.stat().st_mode) == 0o750  # not mkdtemp's 0700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in ckpt.iterdir()} == {0o640}
+
+
+def test_an_incomplete_newest_checkpoint_falls_back_with_a_warning(parts, tmp_path):
+    good = save(tmp_path, parts, 3)
+    (tmp_path / "ckpt-00000009").mkdir()                      # emptied by hand
+    (tmp_path / "ckpt-notastep").mkdir()                      # not a checkpoint name: ignored
+    with pytest.warns(checkpoint.CheckpointWarning, match=r"ckpt-00000009 is incomplete .*using the older "
+                                                          r"complete checkpoint ckpt-00000003"):
+        assert latest_checkpoint(tmp_path) == good
+    for name in checkpoint.FILES[:-1]:                        # a copy cut short: progress.json missing
+        shutil.copy(good / name, tmp_path / "ckpt-00000009" / name)
+    with pytest.warns(checkpoint.CheckpointWarning, match="progress.json missing"):
+        assert load_checkpoint(tmp_path)[2] == CONFIG
+    shutil.rmtree(good)                                       # no complete one left: the error names it
+    with pytest.raises(CheckpointError, match="incomplete: progress.json missing"):
+        load_checkpoint(tmp_path)
+
+
+def test_damaged_arrays_are_named_and_never_unpickled(parts, tmp_path):
+    model, optimizer, _ = parts
+    ckpt = save(tmp_path, parts, 1)
+    damages = {"random bytes": os.urandom(3000), "pickle": b"\x80\x04\x95" + os.urandom(100), "empty": b"",
+               "npy": None, "objects": None}
+    for what, data in damages.items():
+        if what == "npy":
+            np.save(ckpt / "optimizer.npz.npy", np.zeros(3))
+            (ckpt / "optimizer.npz.npy").replace(ckpt / "optimizer.npz")
+        elif what == "objects":
+            with open(ckpt / "optimizer.npz", "wb") as f:
+                np.savez(f, **{"0": np.array([1, None], dtype=object)}, allow_pickle=True)
+        else:
+            (ckpt / "optimizer.npz").write_bytes(data)
+        with pytest.raises(CheckpointError, match="optimizer.npz is damaged") as error:
+            checkpoint.restore_optimizer(optimizer, ckpt)
+        assert "allow_pickle" not in str(error.value) and "pickle.load" not in str(error.value), what
+        assert "delete the folder" in str(error.value)
+    (ckpt / "rng.npz").write_bytes(os.urandom(100))
+    with pytest.raises(CheckpointError, match="rng.npz is damaged"):
+        checkpoint.restore_rng(model, ckpt)
+    np.save(ckpt / "state.npy", np.zeros((2, 3, 5), np.float32))
+    with pytest.raises(CheckpointError, match=r"state.npy is damaged \(float32 array of shape \(2, 3, 5\)"):
+        checkpoint.restore_state(ckpt, (2, 3, 6))
+    np.save(ckpt / "state.npy", np.full((2, 3, 6), np.nan, np.float32))
+    with pytest.raises(CheckpointError, match="not finite"):
+        checkpoint.restore_state(ckpt, (2, 3, 6))
+    (ckpt / "state.npy").write_bytes(b"\x80\x04junk")
+    with pytest.raises(CheckpointError, match="state.npy is damaged") as error:
+        checkpoint.restore_state(ckpt, (2, 3, 6))
+    assert "allow_pickle" not in str(error.value)
+
+
+def test_damaged_json_is_named(parts, tmp_path):
+    ckpt = save(tmp_path, parts, 1)
+    good = (ckpt / "progress.json").read_text()
+    for bad, match in [('{"format": 1, "epoch": "x"}', "epoch is 'x'"), ("[]", "not a JSON object"),
+                       ('{"format": 1, "epoch": 0, "batch": 0, "global_step": 0}', "'finished' or 'history'")]:
+        (ckpt / "progress.json").write_text(bad)
+        with pytest.raises(CheckpointError, match=match):
+            checkpoint.read_checkpoint_meta(ckpt)
+    (ckpt / "progress.json").write_text(good)
+    (ckpt / "config.json").write_text(json.dumps({"model": {"vocab_size": 1}}))
+    with pytest.raises(CheckpointError, match="model.vocab_size is 1"):
+        checkpoint.read_checkpoint_meta(ckpt)
+    (ckpt / "config.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(CheckpointError, match="damaged"):
+        checkpoint.read_checkpoint_meta(ckpt)
+
+
+def test_non_finite_weights_are_never_saved_nor_loaded(parts, tmp_path):
+    model, optimizer, states = parts
+    good = save(tmp_path, parts, 1)
+    weight = model.trainable_variables[0]
+    weight.assign(np.full(weight.shape, np.nan, np.float32))
+    with pytest.raises(CheckpointError, match="not finite"):
+        save(tmp_path, parts, 2)
+    assert [p.name for p in tmp_path.iterdir()] == [good.name]  # nothing written, the good one kept
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad / good.name)
+    with warnings.catch_warnings():  # Keras's saver vs NumPy 2, as in save_checkpoint
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model.save_weights(str(bad / good.name / "model.weights.h5"))
+    with pytest.raises(CheckpointError, match="not finite .* diverged"):
+        load_checkpoint(bad)
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        checkpoint._write_json(tmp_path / "config.json", {"grad_clip": float("nan")}, allow_nan=False)
+
+
+def test_check_same_run_may_let_a_field_differ(parts, tmp_path):
+    identity = json.loads(json.dumps(IDENTITY))
+    identity["train"]["num_epochs"] = 2
+    model, optimizer, states = parts
+    ckpt = save_checkpoint(tmp_path, model=model, optimizer=optimizer, states=states, vocab=VOCAB,
+                           identity=identity, progress={"epoch": 2, "batch": 0, "global_step": 8,
+                                                        "finished": True, "history": {}})
+    longer = json.loads(json.dumps(identity))
+    longer["train"]["num_epochs"] = 5
+    assert check_same_run(ckpt, VOCAB, longer, may_differ=("train.num_epochs",))[1]["global_step"] == 8
+    with pytest.raises(CheckpointMismatchError, match="(?s)num_epochs: checkpoint 2, now 5.*cosine") as error:
+        check_same_run(ckpt, VOCAB, longer)
+    assert error.value.differences == ("train.num_epochs: checkpoint 2, now 5",)
+
+
+def test_is_checkpoint_folder(parts, tmp_path):
+    ckpt = save(tmp_path, parts, 1)
+    assert checkpoint.is_checkpoint_folder(ckpt) and checkpoint.is_checkpoint_folder(tmp_path / "ckpt-00000007")
+    assert not checkpoint.is_checkpoint_folder(tmp_path) and not checkpoint.is_checkpoint_folder(tmp_path / "run")

@@ -173,7 +173,9 @@ def test_unknown_prime_characters_are_named(lstm):
 
 
 @pytest.mark.parametrize("kwargs", [dict(mode="beam"), dict(temperature=0.0), dict(temperature=-1.0),
-                                    dict(length=-1), dict(num_streams=0), dict(prime="")])
+                                    dict(temperature=1e-45), dict(temperature=float("inf")),
+                                    dict(temperature=float("nan")), dict(length=-1), dict(num_streams=0),
+                                    dict(prime="")])
 def test_bad_options_raise(lstm, kwargs):
     _, _, sampler = lstm
     with pytest.raises(sample.SamplingError):
@@ -207,3 +209,39 @@ def test_lower_temperature_lowers_entropy(logits):
     assert all(a >= b - 1e-9 for a, b in zip(entropies, entropies[1:]))
     q = sample.softmax_with_temperature(logits, 1e-6)  # all mass on the largest logit(s)
     assert q[logits >= logits.max() - 1e-3].sum() > 1 - 1e-9
+
+
+def test_the_smallest_temperature_is_still_a_distribution(lstm):
+    _, _, sampler = lstm
+    greedy = sampler.generate(60, prime="the ", mode="argmax")
+    assert sampler.generate(60, prime="the ", temperature=sample.MIN_TEMPERATURE, seed=3) == greedy
+    with pytest.raises(sample.SamplingError, match="mode='argmax'"):
+        sampler.generate(60, prime="the ", temperature=sample.MIN_TEMPERATURE / 10)
+
+
+@pytest.mark.parametrize("at_once", [True, False])
+def test_uniform_stream_hands_out_the_whole_draw(at_once, monkeypatch):
+    if not at_once:  # per-stream generators moved into place, as for a very long generation
+        monkeypatch.setattr(sample.UniformStream, "AT_ONCE", 0)
+    for seed, length, streams in [(0, 7, 1), (5, 257, 3), (2**40, 100, 4), (1, 0, 2)]:
+        source = sample.UniformStream(seed, length, streams)
+        blocks = [source.take(n) for n in (1, 5, 3, 256, 256)]
+        np.testing.assert_array_equal(np.concatenate(blocks, axis=1), sample.uniforms(seed, length, streams))
+        assert source.take(10).shape == (streams, 0)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(num_streams=3, mode="space"), dict(prime="the cat sat on the mat. "),
+                                    dict(length=0), dict(include_prime=False, mode="argmax")])
+def test_stream_yields_the_generated_text_piece_by_piece(lstm, vocab, kwargs, monkeypatch):
+    model, cfg, _ = lstm
+    sampler = sample.Sampler(model, vocab, cfg, chunk=16)  # several chunks, the prime across them
+    kwargs = dict(dict(length=70, prime="on the", temperature=0.9, seed=11), **kwargs)
+    whole = sampler.generate(**kwargs)
+    whole = [whole] if isinstance(whole, str) else whole
+    pieces = list(sampler.stream(**kwargs))
+    assert all(len(p) == len(whole) for p in pieces) and max(len(t) for p in pieces for t in p) <= 16 + 24
+    assert ["".join(p[b] for p in pieces) for b in range(len(whole))] == whole
+    monkeypatch.setattr(sample.UniformStream, "AT_ONCE", 0)  # the long-generation path: the same text
+    assert ["".join(p[b] for p in sampler.stream(**kwargs)) for b in range(len(whole))] == whole
+    with pytest.raises(sample.SamplingError):  # checked at the call, not at the first piece
+        sampler.stream(length=5, prime="Z")

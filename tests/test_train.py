@@ -304,3 +304,121 @@ def test_evaluation_cache_does_not_keep_models_alive(run):
     del model
     gc.collect()
     assert ref() is None
+
+
+# --------------------------------------------------------------------------- hostile use
+
+
+def test_train_config_refuses_what_cannot_train():
+    for bad in [dict(learning_rate=float("inf")), dict(learning_rate=float("nan")), dict(grad_clip=float("nan")),
+                dict(grad_clip=float("inf")), dict(seed=2**32), dict(seed=-1), dict(seed=1.5)]:
+        with pytest.raises(ValueError, match="finite|seed"):
+            TrainConfig(**bad)
+    assert TrainConfig(seed=2**32 - 1).seed == 2**32 - 1
+
+
+def same_run(a, b):
+    assert a.history == b.history
+    for x, y in zip(weights_of(a.model), weights_of(b.model)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_stop_saves_between_batches_and_resumes_exactly(short, tmp_path):
+    """``stop=`` (what the command line's Ctrl-C handler sets) stops before batch 5 with a checkpoint;
+    a KeyboardInterrupt between batches still saves and is re-raised; both resume exactly."""
+    import threading
+
+    tc, config = small(learning_rate=0.01), ModelConfig(vocab_size=short.vocab_size, hidden_size=8, cell="gru")
+    whole = train(short, config, tc, out_dir=tmp_path / "whole", progress=False)
+    event, calls = threading.Event(), []
+
+    def stop_at_five():
+        calls.append(1)
+        if len(calls) == 5:
+            event.set()
+        return event.is_set()
+
+    part = train(short, config, tc, out_dir=tmp_path / "stopped", progress=False, stop=stop_at_five)
+    assert part.stopped and not part.finished and part.global_step == 4
+    assert latest_checkpoint(tmp_path / "stopped").name == "ckpt-00000004"
+    same_run(train(short, config, tc, out_dir=tmp_path / "stopped", progress=False, stop=threading.Event()), whole)
+
+    def interrupt_at_twelve():
+        calls.append(1)
+        if len(calls) == 17:  # 5 calls above: the 12th batch of this run
+            raise KeyboardInterrupt
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        train(short, config, tc, out_dir=tmp_path / "interrupted", progress=False, stop=interrupt_at_twelve)
+    assert latest_checkpoint(tmp_path / "interrupted").name == "ckpt-00000011"
+    assert not (tmp_path / "interrupted" / ".lock").exists()
+    same_run(train(short, config, tc, out_dir=tmp_path / "interrupted", progress=False), whole)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(short, tmp_path):
+    config = ModelConfig(vocab_size=short.vocab_size, hidden_size=8, cell="gru")
+    tc = small(learning_rate=1e38, grad_clip=0.0, checkpoint_every=1)
+    with pytest.raises(train_module.TrainingDivergedError, match=r"diverged at batch \d+ .*nothing non-finite "
+                                                                 r"was saved.*lower learning rate") as error:
+        train(short, config, tc, out_dir=tmp_path / "run", progress=False)
+    diverged = error.value
+    assert not math.isfinite(diverged.loss) or not math.isfinite(diverged.grad_norm)
+    assert diverged.checkpoint == latest_checkpoint(tmp_path / "run")
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [f"ckpt-{diverged.step - 1:08d}"]  # the last good one
+    model = load_checkpoint(tmp_path / "run")[0]  # finite, or it would be refused
+    assert all(np.isfinite(w).all() for w in weights_of(model))
+
+
+def test_num_epochs_may_grow_under_the_constant_schedule(short, tmp_path):
+    config = ModelConfig(vocab_size=short.vocab_size, hidden_size=8, cell="gru")
+    whole = train(short, config, small(learning_rate=0.01), out_dir=tmp_path / "whole", progress=False)
+    one = train(short, config, small(learning_rate=0.01, num_epochs=1), out_dir=tmp_path / "grown", progress=False)
+    assert one.finished
+    grown = train(short, config, small(learning_rate=0.01), out_dir=tmp_path / "grown", progress=False)
+    assert grown.resumed and grown.finished and grown.global_step == 2 * short.num_batches
+    same_run(grown, whole)
+    with pytest.raises(CheckpointMismatchError, match="ask for at least 2 epochs"):
+        train(short, config, small(learning_rate=0.01, num_epochs=1), out_dir=tmp_path / "grown", progress=False)
+    cosine = small(learning_rate=0.01, num_epochs=1, lr_schedule="cosine")
+    train(short, config, cosine, out_dir=tmp_path / "cosine", progress=False)
+    with pytest.raises(CheckpointMismatchError, match="(?s)num_epochs: checkpoint 1, now 2.*cosine schedule"):
+        train(short, config, dataclasses.replace(cosine, num_epochs=2), out_dir=tmp_path / "cosine",
+              progress=False)
+
+
+def test_out_dir_is_locked_and_never_a_checkpoint(short, tmp_path):
+    import threading
+
+    from charrnn_lib.checkpoint import CheckpointError
+    from charrnn_lib.outdir import OutDirBusyError, lock_out_dir
+
+    config = ModelConfig(vocab_size=short.vocab_size, hidden_size=6, cell="gru")
+    result = train(short, config, small(), out_dir=tmp_path / "run", progress=False, max_batches=2)
+    ckpt = latest_checkpoint(tmp_path / "run")
+    with pytest.raises(CheckpointError, match="is a checkpoint folder.*pass the folder that holds it"):
+        train(short, config, small(), out_dir=ckpt, progress=False)
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted(checkpoint_files())  # nothing nested
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with lock_out_dir(tmp_path / "run"):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(30)
+    try:
+        with pytest.raises(OutDirBusyError):
+            train(short, config, small(), out_dir=tmp_path / "run", progress=False)
+    finally:
+        release.set()
+        thread.join()
+    assert latest_checkpoint(tmp_path / "run") == ckpt and result.global_step == 2
+
+
+def checkpoint_files():
+    from charrnn_lib.checkpoint import FILES
+
+    return FILES
