@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn_lib.config import SPEED_FIELDS, ModelConfig
+
 __all__ = [
     "BOOKKEEPING_FIELDS",
     "CheckpointError",
@@ -58,8 +60,14 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = 1
-# Fields of TrainConfig that do not change what a run computes: a resumed run may differ in them.
-BOOKKEEPING_FIELDS = ("checkpoint_every",)
+# Fields of TrainConfig that do not change what a run computes: a resumed run may differ in
+# them.  How often to save, and the speed knobs (charrnn_lib.config.SPEED_FIELDS: the fast
+# path and the reference give the same numbers up to float32 rounding, which
+# tests/test_train.py checks).  Whether a GPU is present, which also switches the path, is
+# not recorded for the same reason.  Mixed precision changes the numbers: it is identity.
+BOOKKEEPING_FIELDS = ("checkpoint_every", *SPEED_FIELDS)
+# Names an older version of the library wrote into config.json, and what they are called now.
+_RENAMED_INITS = {"deck": "unit_normal"}
 FILES = ("model.weights.h5", "optimizer.npz", "state.npy", "rng.npz", "vocab.json", "config.json",
          "progress.json")
 _STEP_FOLDER = re.compile(r"ckpt-(\d+)")
@@ -218,15 +226,11 @@ def save_checkpoint(out_dir: Path, *, model, optimizer, states, vocab, identity:
 
 
 def _check_model_fields(model) -> None:
-    """The plain checks of a saved ``ModelConfig`` dict (``ModelConfig`` itself needs Keras)."""
+    """A saved ``ModelConfig`` dict must build one (an older library's init names are renamed)."""
     if not isinstance(model, dict):
         raise ValueError("'model' is not a JSON object")
-    for field, least in (("vocab_size", 2), ("hidden_size", 1), ("num_layers", 1)):
-        value = model.get(field)
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"model.{field} is {value!r}, expected an integer >= {least}")
-    if model.get("cell") not in ("lstm", "gru", "rnn", "peephole"):
-        raise ValueError(f"model.cell is {model.get('cell')!r}")
+    model["init"] = _RENAMED_INITS.get(model.get("init"), model.get("init"))
+    ModelConfig.from_dict(model)
 
 
 def _check_progress_fields(progress) -> None:
@@ -274,8 +278,7 @@ def read_checkpoint_meta(ckpt: Path) -> tuple[dict, dict, object]:
 
 
 def model_config_of(identity: dict, ckpt: Path):
-    """The ``ModelConfig`` saved in a checkpoint's identity (imports Keras)."""
-    from charrnn_lib.model import ModelConfig
+    """The ``ModelConfig`` saved in a checkpoint's identity."""
 
     try:
         return ModelConfig.from_dict(identity["model"])

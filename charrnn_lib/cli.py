@@ -5,15 +5,17 @@
     python -m charrnn_lib train  --corpus shakespeare --out runs/shakespeare
     python -m charrnn_lib sample --checkpoint runs/shakespeare --length 4000 --mode sample
 
-``train`` reads a corpus (a built-in name or a text file), trains with the deck's settings
-unless told otherwise, shows a progress bar, prints the validation loss after every epoch
+``train`` reads a corpus (a built-in name or a text file), trains with the book's best
+recipe at the deck's cost (``--preset recipe``: chapter 5's run; ``--preset deck`` is the
+deck's) unless told otherwise, shows a progress bar, prints the validation loss after every epoch
 and saves a checkpoint in ``--out``; run the same command again and it resumes from that
 checkpoint (a finished run returns at once; with a larger ``--epochs`` it continues).
 ``sample`` loads a checkpoint and prints generated text as it is generated.
 
 Everything that can be checked is checked *before* TensorFlow is imported and before the
 first batch, so a mistake fails in a fraction of a second with a message and exit status 2:
-every option (finite numbers, seeds in range), the corpus (it must batch, and have at least
+every option (finite numbers, seeds in range; then the real ``ModelConfig`` and
+``TrainConfig`` of ``charrnn_lib.config`` are built, which check the rest), the corpus (it must batch, and have at least
 two distinct characters; a rejected corpus leaves no cache behind), the model's memory
 estimate against the machine's (naming a size that fits), and ``--out``: created, locked
 against a second run (``charrnn_lib.outdir``), written to, and with room for a few
@@ -24,6 +26,7 @@ memory); 2 bad input (options, corpus, a damaged or mismatched checkpoint, a bus
 unusable ``--out``); 128 + the signal's number after Ctrl-C (130) or ``kill`` (143), which
 stop training *between* batches and save a checkpoint first (a second Ctrl-C stops at once).
 Every expected failure is one line on stderr; a traceback means a bug, and says so.
+TensorFlow's own start-up lines stay off the terminal unless ``--verbose`` is given.
 """
 from __future__ import annotations
 
@@ -40,17 +43,13 @@ import traceback
 import warnings
 from pathlib import Path
 
+from charrnn_lib.config import (CELLS, DEFAULT_PRESET, INITS, MIN_TEMPERATURE, MODES, PRESETS, SCHEDULES,
+                                STRATEGIES, ModelConfig, TrainConfig, default)  # plain Python: no TensorFlow
 from charrnn_lib.corpora import CORPORA
-from charrnn_lib.distribute import PRESETS, STRATEGIES  # plain Python: no TensorFlow at import
 
-# As charrnn_lib.model.CELLS / INITS and charrnn_lib.sample.MODES / MIN_TEMPERATURE, which
-# cannot be imported here without loading Keras; tests/test_cli.py checks that the copies agree.
-CELLS = ("lstm", "gru", "rnn", "peephole")
-INITS = ("keras", "deck", "unit_embedding")
-MODES = ("argmax", "sample", "space")
-MIN_TEMPERATURE = 1e-30
-# Options a --preset sets (unless given explicitly), with the deck's values as defaults.
-PRESET_FIELDS = {"hidden_size": 128, "num_layers": 2, "dropout": 0.0, "batch_size": 50, "seq_length": 50}
+# Options a --preset sets unless they are given: ModelConfig's and TrainConfig's fields.
+PRESET_OPTIONS = ("hidden_size", "num_layers", "dropout", "init", "batch_size", "seq_length",
+                  "learning_rate", "lr_schedule", "warmup_batches", "min_lr_fraction")
 MAX_LAYERS = 64          # deeper stacks are refused: each layer is one more sequential pass
 MAX_SEED = 2**32 - 1     # NumPy's legacy seeding, which Keras uses, takes 32 bits
 MAX_STREAMS = 10_000     # more is bulk generation, for the library's Sampler, not for a terminal
@@ -105,46 +104,66 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a character-level recurrent language model (char-rnn) and sample from it.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample}")
 
+    recipe = PRESETS[DEFAULT_PRESET]
     train = commands.add_parser(
         "train", formatter_class=_Formatter, help="train a model (resumes when --out has a checkpoint)",
-        description="Train char-rnn on a corpus; defaults are the deck's (2 x 128 LSTM, batch 50 x 50, "
-                    "Adam 0.002, clipping 5, 2 epochs).  Running it again with the same --out resumes.")
+        description=f"Train char-rnn on a corpus.  The default recipe, --preset {DEFAULT_PRESET}, is "
+                    f"{recipe.note}; --preset deck reproduces the deck.  Running it again with the same "
+                    f"--out resumes.")
     train.add_argument("--corpus", required=True,
                        help=f"a built-in corpus ({', '.join(CORPORA)}) or the path of a text file")
     train.add_argument("--encoding", default="utf-8", help="text encoding of a corpus file")
     train.add_argument("--out", required=True, type=Path, help="folder for the checkpoint and history")
-    train.add_argument("--cell", choices=CELLS, default="lstm", help="recurrent cell")
-    presets = "; ".join(f"{name}: {p.num_layers} x {p.hidden_size}, dropout {p.dropout}, batch "
-                        f"{p.batch_size} x {p.seq_length}" for name, p in PRESETS.items())
-    train.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                       help=f"a named model size that sets the five options below unless they are given "
-                            f"({presets}) (default: none, i.e. the deck's values)")
+    presets = "; ".join(f"{name}: {p.note}" for name, p in PRESETS.items())
+    train.add_argument("--preset", choices=tuple(PRESETS), default=DEFAULT_PRESET,
+                       help=f"a named recipe that sets the options marked (preset) below unless they are "
+                            f"given ({presets})")
+
+    def from_preset(what: str, field: str) -> str:
+        return f"{what} (default: {recipe.value(field)!r} from --preset {DEFAULT_PRESET}, or the preset's)"
+
+    train.add_argument("--cell", choices=CELLS, default=default(ModelConfig, "cell"), help="recurrent cell")
     train.add_argument("--hidden-size", type=positive_int, default=None,
-                       help="units per layer, H (default: 128, or the preset's)")
+                       help=from_preset("units per layer, H", "hidden_size"))
     train.add_argument("--num-layers", type=_number(int, 1, what="a positive integer", maximum=MAX_LAYERS),
-                       default=None, help=f"stacked recurrent layers, L, at most {MAX_LAYERS} "
-                                          f"(default: 2, or the preset's)")
+                       default=None, help=from_preset(f"stacked recurrent layers, L, at most {MAX_LAYERS}",
+                                                      "num_layers"))
     train.add_argument("--dropout", type=_number(float, 0.0, what="a fraction"), default=None,
-                       help="dropout between layers, in [0, 1) (default: 0.0, or the preset's)")
+                       help=from_preset("dropout between layers, in [0, 1)", "dropout"))
+    train.add_argument("--init", choices=INITS, default=None,
+                       help=from_preset("weight initialisation: 'unit_embedding': unit-normal embedding, Keras's "
+                                        "output layer (trains best, chapter 5); 'unit_normal': unit-normal "
+                                        "embedding, output weights and bias, as in the deck's TF1 code; "
+                                        "'keras': Keras's defaults (small embedding: learns slowest)", "init"))
     train.add_argument("--batch-size", type=positive_int, default=None,
-                       help="sequences per batch, B (default: 50, or the preset's)")
+                       help=from_preset("sequences per batch, B", "batch_size"))
     train.add_argument("--seq-length", type=positive_int, default=None,
-                       help="time steps per batch, the truncation length (default: 50, or the preset's)")
-    train.add_argument("--learning-rate", type=positive_float, default=0.002, help="Adam learning rate")
+                       help=from_preset("time steps per batch, the truncation length", "seq_length"))
+    train.add_argument("--learning-rate", type=positive_float, default=None,
+                       help=from_preset("Adam's (peak) learning rate", "learning_rate"))
+    train.add_argument("--lr-schedule", choices=SCHEDULES, default=None,
+                       help=from_preset("'constant', or 'cosine': decay to --min-lr-fraction of the peak over "
+                                        "the whole run", "lr_schedule"))
+    train.add_argument("--warmup-batches", type=non_negative_int, default=None,
+                       help=from_preset("raise the learning rate linearly from 0 over this many batches",
+                                        "warmup_batches"))
+    train.add_argument("--min-lr-fraction", type=_number(float, 0.0, what="a fraction", maximum=1.0),
+                       default=None, help=from_preset("cosine: the last learning rate, as a fraction of the "
+                                                      "peak, in [0, 1]", "min_lr_fraction"))
     train.add_argument("--grad-clip", type=_number(float, 0.0, what="a number >= 0",
-                                                   hint=" (0 turns clipping off)"), default=5.0,
+                                                   hint=" (0 turns clipping off)"),
+                       default=default(TrainConfig, "grad_clip"),
                        help="clip gradients to this global norm (0: no clipping)")
-    train.add_argument("--epochs", type=positive_int, default=2,
-                       help="passes over the training text; a finished run continues when run again with "
-                            "a larger --epochs (the learning rate is constant, so the result is the run "
-                            "that was started with that many)")
-    train.add_argument("--val-fraction", type=_number(float, 0.0, what="a fraction"), default=0.05,
+    train.add_argument("--epochs", type=positive_int, default=default(TrainConfig, "num_epochs"),
+                       help="passes over the training text; under --lr-schedule constant a finished run "
+                            "continues when run again with a larger --epochs, and the result is the run "
+                            "that was started with that many (the cosine schedule spans the whole run, so "
+                            "there a longer run is a new run)")
+    train.add_argument("--val-fraction", type=_number(float, 0.0, what="a fraction"),
+                       default=default(TrainConfig, "val_fraction"),
                        help="last part of the corpus held out for validation, in [0, 1)")
-    train.add_argument("--seed", type=seed_int, default=0, help=f"random seed (initial weights), 0 to {MAX_SEED}")
-    train.add_argument("--init", choices=INITS, default="unit_embedding",
-                       help="weight initialisation: 'unit_embedding': unit-normal embedding, Keras's output layer "
-                            "(trains best, chapter 5); 'deck': unit-normal embedding and output layer as in the "
-                            "deck's TF1 code; 'keras': Keras's defaults (small embedding: learns slowest)")
+    train.add_argument("--seed", type=seed_int, default=default(TrainConfig, "seed"),
+                       help=f"random seed (initial weights), 0 to {MAX_SEED}")
     train.add_argument("--strategy", choices=STRATEGIES, default="auto",
                        help="tf.distribute strategy: 'auto' mirrors over all GPUs when there are several; "
                             "'mirrored': one replica per GPU (per logical CPU device without GPUs)")
@@ -158,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop after this many training batches in this call and save; run the "
                             "same command again to continue")
     train.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
+    train.add_argument("--verbose", action="store_true",
+                       help="show TensorFlow's own start-up and log lines (default: off)")
 
     sample = commands.add_parser(
         "sample", formatter_class=_Formatter, help="generate text from a trained checkpoint",
@@ -176,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                              f"conservative")
     sample.add_argument("--prime", default=" ", help="text that warms up the state; printed first")
     sample.add_argument("--seed", type=seed_int, default=0, help="random seed: same seed, same text")
+    sample.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own start-up and log lines (default: off)")
     sample.add_argument("--streams", default=1,
                         type=_number(int, 1, what="a positive integer", maximum=MAX_STREAMS,
                                      hint=" (for bulk generation use charrnn_lib.sample.Sampler.stream)"),
@@ -190,11 +213,54 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------
 
 def _resolve_preset(args) -> None:
-    """Fill the size options from --preset (or the deck's values) where not given explicitly."""
-    preset = PRESETS[args.preset] if args.preset else None
-    for field, deck_value in PRESET_FIELDS.items():
+    """Fill the options a preset sets from --preset where they were not given."""
+    chosen = PRESETS[args.preset]
+    for field in PRESET_OPTIONS:
         if getattr(args, field) is None:
-            setattr(args, field, getattr(preset, field) if preset else deck_value)
+            setattr(args, field, chosen.value(field))
+
+
+def _configs(args, vocab_size: int, parser) -> tuple[ModelConfig, TrainConfig]:
+    """The run's real configurations, built (and so checked) before TensorFlow is imported."""
+    try:
+        model_config = ModelConfig(vocab_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                                   cell=args.cell, dropout=args.dropout, init=args.init)
+        train_config = TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length,
+                                   learning_rate=args.learning_rate, grad_clip=args.grad_clip,
+                                   num_epochs=args.epochs, val_fraction=args.val_fraction, seed=args.seed,
+                                   lr_schedule=args.lr_schedule, warmup_batches=args.warmup_batches,
+                                   min_lr_fraction=args.min_lr_fraction, mixed_precision=args.mixed_precision)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return model_config, train_config
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow(verbose: bool):
+    """Import TensorFlow with its C++ start-up lines (CUDA, oneDNN, absl) kept off the terminal.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` does not silence them: they are written before TensorFlow's
+    logging is set up.  So the process's standard error is pointed at ``/dev/null`` for the
+    import itself, and restored before anything else runs (a failing import still shows
+    its traceback).  ``verbose``: import it plainly, and show TensorFlow's log lines.
+    """
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        import tensorflow  # noqa: F401
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    yield
 
 
 def _check_train(args, parser):
@@ -356,18 +422,19 @@ class _StopOnSignal:
         return 128 + int(self.signum or signal.SIGINT)
 
 
-def run_train(args, loader, parser=None) -> int:
+def run_train(args, loader, model_config: ModelConfig, train_config: TrainConfig, parser=None) -> int:
     print(f"corpus {loader.path}: {len(loader.train_ids):,} training characters, "
           f"{len(loader.val_ids):,} validation, vocabulary of {loader.vocab_size}")
     with _StopOnSignal() as stopper:
-        from charrnn_lib.distribute import make_strategy, per_replica_batch_size, split_cpu
+        with _quiet_tensorflow(args.verbose):    # TensorFlow is loaded from here on
+            from charrnn_lib.distribute import make_strategy, per_replica_batch_size, split_cpu
+            from charrnn_lib.fast.memory import keep_freed_memory
+            from charrnn_lib.repro import seed_everything
+            from charrnn_lib.train import train
 
         if args.cpu_devices > 1:
             split_cpu(args.cpu_devices)  # before anything starts TensorFlow's devices
-        from charrnn_lib.model import ModelConfig  # TensorFlow is loaded from here on
-        from charrnn_lib.repro import seed_everything
-        from charrnn_lib.train import TrainConfig, train
-
+        keep_freed_memory()              # a training process: keep freed temporaries (no page faults)
         seed_everything(args.seed)
         strategy = make_strategy(args.strategy)
         try:
@@ -377,12 +444,6 @@ def run_train(args, loader, parser=None) -> int:
         if strategy.num_replicas_in_sync > 1:
             print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas of "
                   f"{args.batch_size // strategy.num_replicas_in_sync} rows each")
-        model_config = ModelConfig(loader.vocab_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                                   cell=args.cell, dropout=args.dropout, init=args.init)
-        train_config = TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length,
-                                   learning_rate=args.learning_rate, grad_clip=args.grad_clip,
-                                   num_epochs=args.epochs, val_fraction=args.val_fraction, seed=args.seed,
-                                   mixed_precision=args.mixed_precision)
         if stopper.event.is_set():
             print("interrupted before training started; nothing was saved", file=sys.stderr)
             return stopper.exit_code
@@ -419,8 +480,9 @@ def _epoch_lines(history):
 def run_sample(args, checkpoint) -> int:
     """Print the generated text as it comes: one stream live; with several, the first live and
     the others (held as text) after it, each under a ``----- stream i -----`` line."""
-    from charrnn_lib.checkpoint import load_checkpoint
-    from charrnn_lib.sample import Sampler
+    with _quiet_tensorflow(args.verbose):
+        from charrnn_lib.checkpoint import load_checkpoint
+        from charrnn_lib.sample import Sampler
 
     model, vocab, model_config = load_checkpoint(checkpoint)
     pieces = Sampler(model, vocab, model_config).stream(args.length, prime=args.prime, mode=args.mode,
@@ -467,9 +529,11 @@ def _expected(exc: BaseException, args) -> tuple[int, str] | None:
 
     where = getattr(args, "out", None) or getattr(args, "checkpoint", None)
     if isinstance(exc, CheckpointMismatchError) and exc.differences and args.command == "train":
+        grow = (" (--epochs can grow only under --lr-schedule constant: the cosine schedule spans the whole "
+                "run)" if any(d.startswith("train.num_epochs:") for d in exc.differences) else "")
         return 2, (f"--out {str(args.out)!r} holds a checkpoint of another run ({'; '.join(exc.differences)}); "
                    f"use another --out, delete {str(args.out)!r} to start over, or repeat that run's options "
-                   f"to resume it")
+                   f"to resume it{grow}")
     if isinstance(exc, (CheckpointError, OutDirError)):
         return 2, _one_line(exc)
     sample = sys.modules.get("charrnn_lib.sample")
@@ -530,14 +594,13 @@ def _train(args, parser) -> int:
 
     _check_train(args, parser)
     loader = _load_corpus(args, parser)
+    model_config, train_config = _configs(args, loader.vocab_size, parser)
     needed = _check_training_memory(args, loader, parser)
     with claim_out_dir(args.out, needed, what=f"{FREE_CHECKPOINTS} checkpoints of this run"):
-        return run_train(args, loader, parser)
+        return run_train(args, loader, model_config, train_config, parser)
 
 
 def main(argv=None) -> int:
-    # Quiet TensorFlow's C++ start-up notices unless the user asked for them.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
     sub = parser.commands[args.command]

@@ -30,12 +30,13 @@ import hashlib
 import os
 import re
 import sysconfig
-import tempfile
 import unicodedata
 import urllib.error
 import urllib.request
 import importlib.util
 from pathlib import Path
+
+from charrnn_lib.files import write_atomically
 
 __all__ = [
     "CORPORA",
@@ -128,18 +129,8 @@ def sha256_file(path: Path | str) -> str:
 
 
 def _write_atomic(dest: Path, text: str) -> Path:
-    """Write ``text`` as UTF-8 with ``\\n`` newlines to ``dest`` via a temp file + os.replace."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    """Write ``text`` as UTF-8 with ``\\n`` newlines to ``dest``, atomically."""
+    return write_atomically(dest, lambda f: f.write(text.encode("utf-8")))
 
 
 def corpus_path(name_or_path: str | os.PathLike, data_dir: Path | str | None = None) -> Path:
@@ -393,17 +384,7 @@ def download_tinyshakespeare(dest: Path | str, url: str = TINYSHAKESPEARE_URL,
             f"downloaded {len(payload)} bytes with SHA-256 {digest}, expected "
             f"{TINYSHAKESPEARE_SHA256}: the file is not the canonical tinyshakespeare."
         )
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    return write_atomically(dest, lambda f: f.write(payload))
 
 
 _BUILDERS = {

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn_lib.corpora import corpus_path, default_data_dir
+from charrnn_lib.files import write_atomically
 
 __all__ = [
     "CorpusEncodingError",
@@ -251,18 +251,6 @@ def make_batches(ids, batch_size: int, seq_length: int, *,
 # --------------------------------------------------------------------------- cache
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it over."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def default_cache_dir(source: Path) -> Path:
     """``<corpus folder>/<corpus stem>_cache`` if writable, else under ``default_data_dir()``."""
     source = Path(source).resolve()
@@ -373,13 +361,13 @@ class TextLoader:
     def _save_cache(self, record: dict, vocab: Vocab, ids: np.ndarray) -> None:
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.cache_dir / "vocab.json",
+            write_atomically(self.cache_dir / "vocab.json",
                           lambda f: f.write(vocab.to_json().encode("utf-8")))
-            _write_atomic(self.cache_dir / "ids.npy",
+            write_atomically(self.cache_dir / "ids.npy",
                           lambda f: np.save(f, ids, allow_pickle=False))
             meta = dict(record, num_chars=int(ids.shape[0]), vocab_size=len(vocab))
             # meta.json last: a cache without it (an interrupted write) is never trusted.
-            _write_atomic(self.cache_dir / "meta.json",
+            write_atomically(self.cache_dir / "meta.json",
                           lambda f: f.write(json.dumps(meta, indent=1).encode("utf-8")))
         except OSError:
             pass  # a read-only place: work without a cache

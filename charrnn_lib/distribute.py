@@ -16,8 +16,8 @@ of ``B`` rows, replica ``i`` always receives rows ``i * B/R`` to ``(i + 1) * B/R
 receive next; ``gather_rows`` puts the slices back together in row order, which is what a
 checkpoint stores, so a run saved under one strategy resumes under another.
 
-The step itself is ``charrnn_lib.train.make_train_step``: each replica's loss is the mean
-over its ``B/R`` rows divided by ``R`` (what ``tf.nn.compute_average_loss`` does), so that
+The step itself is ``charrnn_lib.train.make_train_step`` (this module does not import it):
+each replica's loss is the mean over its ``B/R`` rows divided by ``R`` (what ``tf.nn.compute_average_loss`` does), so that
 the replicas' gradients *sum* to the gradient of the mean over all ``B`` rows -- the number
 one device computes.  Clipping by global norm needs the norm of that sum, so the step
 all-reduces the gradients first, scales each replica's own by the common factor and lets
@@ -31,33 +31,24 @@ copies stay equal the one a checkpoint saves is every replica's; but it is not t
 one-device run, which draws one mask for all ``B`` rows.  The equivalence tests therefore
 use models without dropout.
 
-Also here: the cuDNN eligibility check of a built model (``cudnn_blockers``), mixed
-precision (``mixed_precision_optimizer``), a throughput probe (``measure_throughput``) and
-named model sizes (``PRESETS``).
+Also here: the cuDNN eligibility check of a built model (``cudnn_blockers``).  The named
+recipes are ``charrnn_lib.config.PRESETS``; throughput is measured by ``charrnn_lib.bench``.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
+
+from charrnn_lib.config import STRATEGIES
 
 __all__ = [
     "DevicesAlreadyInitializedError",
-    "PRESETS",
-    "Preset",
-    "MEASURED_ON",
-    "STRATEGIES",
     "cudnn_blockers",
     "gather_rows",
     "make_strategy",
-    "measure_throughput",
-    "mixed_precision_optimizer",
     "per_replica_batch_size",
-    "preset_config",
     "split_cpu",
     "split_rows",
 ]
-
-STRATEGIES = ("auto", "default", "mirrored")
 
 
 class DevicesAlreadyInitializedError(RuntimeError):
@@ -196,7 +187,7 @@ def gather_rows(strategy, values):
     return out[0] if single else out
 
 
-# --------------------------------------------------------------------------- fast path and precision
+# --------------------------------------------------------------------------- cuDNN
 
 
 def cudnn_blockers(model) -> dict[str, list[str]]:
@@ -211,10 +202,10 @@ def cudnn_blockers(model) -> dict[str, list[str]]:
     """
     import keras
 
+    from charrnn_lib.model import recurrent_layers
+
     report = {}
-    for layer in model.layers:
-        if not isinstance(layer, keras.layers.RNN):
-            continue
+    for layer in recurrent_layers(model):
         reasons = []
         if not isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
             reasons.append(f"{type(layer).__name__} of {type(layer.cell).__name__}: no cuDNN kernel")
@@ -236,102 +227,3 @@ def cudnn_blockers(model) -> dict[str, list[str]]:
                 reasons.append("reset_after=False")
         report[layer.name] = reasons
     return report
-
-
-def mixed_precision_optimizer(optimizer):
-    """Wrap an optimizer for ``mixed_float16`` training: dynamic loss scaling.
-
-    float16 gradients of small losses underflow to zero; the wrapper multiplies the loss
-    by a large scale before the backward pass, divides the gradient by it afterwards,
-    halves the scale (and skips the step) when a gradient overflows and doubles it after
-    a run of good steps.  bfloat16 has float32's exponent range and needs none of this.
-    """
-    import keras
-
-    return keras.optimizers.LossScaleOptimizer(optimizer)
-
-
-# --------------------------------------------------------------------------- speed
-
-def measure_throughput(config, batch_size: int, seq_length: int, steps: int = 3, strategy=None,
-                       mixed_precision: bool = False) -> float:
-    """Training speed of ``config`` on this machine, in characters per second.
-
-    Builds the model (under ``strategy``, default: the current one), compiles the step
-    with one warm-up call, then times ``steps`` steps on random ids and returns
-    ``steps * B * T / seconds``.  A rough figure: it includes neither data loading nor
-    validation, and it varies with whatever else the machine is doing.
-    """
-    import time
-
-    import numpy as np
-    import tensorflow as tf
-
-    from charrnn_lib.model import zero_states
-    from charrnn_lib.train import TrainConfig, build_for_training, make_train_step
-
-    strategy = strategy or tf.distribute.get_strategy()
-    train_config = TrainConfig(batch_size=batch_size, seq_length=seq_length, mixed_precision=mixed_precision)
-    model, optimizer = build_for_training(config, train_config, strategy)
-    step = make_train_step(model, optimizer, config, train_config, strategy)
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, config.vocab_size, (batch_size, seq_length + 1)).astype(np.int32)
-    x, y = split_rows(strategy, [ids[:, :-1], ids[:, 1:]])
-    states = split_rows(strategy, zero_states(config, batch_size))
-    lr = tf.constant(train_config.learning_rate, tf.float32)
-    loss, _, states = step(x, y, lr, states)  # trace and compile
-    float(loss)
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss, _, states = step(x, y, lr, states)
-    float(loss)  # wait for the last step
-    return steps * batch_size * seq_length / (time.perf_counter() - start)
-
-
-# --------------------------------------------------------------------------- presets
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """A named model size, with the batch shape it was meant to train with, and what it
-    reached when measured (``measured``: see ``MEASURED_ON``)."""
-
-    hidden_size: int
-    num_layers: int
-    dropout: float = 0.0
-    batch_size: int = 50
-    seq_length: int = 50
-    note: str = ""
-    measured: str = ""
-
-
-# Where the figures in ``Preset.measured`` come from: each preset trained with the command
-# line's defaults (``python -m charrnn_lib train --corpus shakespeare --preset NAME``: init
-# "unit_embedding", Adam 0.002 constant, clipping 5, 2 epochs, last 5 % held out), and its
-# training speed from ``measure_throughput`` (with the fused step's two row groups and
-# ``charrnn_lib.memory.keep_freed_memory``) -- on this one machine.
-MEASURED_ON = ("a 2-core AMD EPYC virtual machine, no GPU, TensorFlow 2.21 / Keras 3.15 (December 2026), "
-               "load average about 1.3 while the speeds were measured")
-
-PRESETS = {
-    "deck": Preset(128, 2, 0.0, 50, 50, "the deck's 2 x 128 LSTM",
-                   "validation 1.750 nats (2.525 bits/char) after 2 epochs; 80,000 chars/s (fused CPU step)"),
-    "medium": Preset(256, 2, 0.1, 64, 100, "2 x 256: a GPU-sized model that still trains on a CPU",
-                     "validation 1.700 nats (2.453 bits/char) after 2 epochs; 9,700 chars/s (Keras layers: "
-                     "dropout leaves the fused CPU step)"),
-    "large": Preset(512, 3, 0.25, 128, 100, "3 x 512 with dropout 0.25: a GPU model",
-                    "validation 1.860 nats (2.683 bits/char) after 2 epochs, only 158 updates: far from "
-                    "trained at this budget; 2,300 chars/s on the CPU (about 7 min per epoch)"),
-}
-
-
-def preset_config(name: str, vocab_size: int, **overrides):
-    """The ``ModelConfig`` of a preset (any field can be overridden, e.g. ``cell="gru"``)."""
-    if name not in PRESETS:
-        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {name!r}")
-    from charrnn_lib.model import ModelConfig
-
-    p = PRESETS[name]
-    fields = dict(hidden_size=p.hidden_size, num_layers=p.num_layers, dropout=p.dropout)
-    fields.update(overrides)
-    return ModelConfig(vocab_size=vocab_size, **fields)

@@ -12,66 +12,21 @@ Shapes: ``ids`` (batch, time) int32 -> ``logits`` (batch, time, vocab); each sta
 (batch, hidden).  An LSTM layer has two states, ``h`` and ``s`` (Keras's ``c``); a GRU or
 simple RNN layer has one.
 
-Three initialisations (``ModelConfig.init``): Keras's defaults; the deck's, which draws the
-embedding and the softmax weights and bias from a unit normal (``tf.random_normal``), so
-that the untrained model's loss is well above ``ln K``; and ``"unit_embedding"``, the
-deck's unit-normal embedding with Keras's output layer (chapter 5 explains why it trains
-best of the three).  ``parameter_count`` and ``flops_per_char`` give the model's size and
+Three initialisations (``ModelConfig.init``, defined in ``charrnn_lib.config``):
+``"keras"``, Keras's defaults; ``"unit_normal"``, the deck's, which draws the embedding and
+the softmax weights and bias from a unit normal (``tf.random_normal``), so that the
+untrained model's loss is well above ``ln K``; and ``"unit_embedding"``, the unit-normal
+embedding with Keras's output layer (chapter 5 explains why it trains best of the three).  ``parameter_count`` and ``flops_per_char`` give the model's size and
 cost in closed form.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Literal
-
 import keras
 
-CellName = Literal["lstm", "gru", "rnn", "peephole"]
-CELLS = ("lstm", "gru", "rnn", "peephole")
-INITS = ("keras", "deck", "unit_embedding")
+from charrnn_lib.config import CELLS, INITS, ModelConfig  # noqa: F401  (re-exported: chapter 5 imports them here)
 
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of a char-rnn.  Defaults are the deck's: 2 x 128 LSTM."""
-
-    vocab_size: int
-    hidden_size: int = 128
-    num_layers: int = 2
-    cell: CellName = "lstm"
-    embedding_dim: int | None = None  # None: same as hidden_size, as in the deck
-    dropout: float = 0.0  # between layers only (no recurrent dropout: keeps cuDNN eligible)
-    # "keras": Keras's defaults (embedding uniform(-0.05, 0.05), logits Glorot-uniform, bias 0);
-    # "deck": the deck's tf.random_normal: embedding, logits weights and bias all N(0, 1);
-    # "unit_embedding": embedding N(0, 1) as in the deck, logits layer as in Keras.
-    init: Literal["keras", "deck", "unit_embedding"] = "keras"
-
-    def __post_init__(self):
-        if self.vocab_size < 2:
-            raise ValueError(f"vocab_size must be at least 2, got {self.vocab_size}")
-        if self.hidden_size < 1 or self.num_layers < 1:
-            raise ValueError("hidden_size and num_layers must be positive")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def embed_size(self) -> int:
-        return self.embedding_dim or self.hidden_size
-
-    @property
-    def states_per_layer(self) -> int:
-        return 2 if self.cell in ("lstm", "peephole") else 1
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        return cls(**d)
+__all__ = ["CELLS", "INITS", "ModelConfig", "build_model", "flops_per_char", "gates_per_cell",
+           "parameter_count", "recurrent_layers", "zero_states"]
 
 
 def _recurrent_layer(config: ModelConfig, index: int, dtype=None) -> keras.layers.Layer:
@@ -101,9 +56,9 @@ def build_model(config: ModelConfig, batch_size: int | None = None,
     The weights are float32 under every policy: a checkpoint loads into either model.
     """
     emb_init, out_kernel, out_bias = "uniform", "glorot_uniform", "zeros"  # Keras's defaults
-    if config.init in ("deck", "unit_embedding"):
+    if config.init in ("unit_normal", "unit_embedding"):
         emb_init = keras.initializers.RandomNormal(stddev=1.0)
-    if config.init == "deck":
+    if config.init == "unit_normal":
         out_kernel = keras.initializers.RandomNormal(stddev=1.0)
         out_bias = keras.initializers.RandomNormal(stddev=1.0)
     ids = keras.Input(shape=(None,), batch_size=batch_size, dtype="int32", name="ids")
@@ -170,5 +125,9 @@ def zero_states(config: ModelConfig, batch_size: int) -> list:
     """The initial state: zeros, one (batch, hidden) tensor per state input of the model."""
     import tensorflow as tf
 
-    n = config.num_layers * config.states_per_layer
-    return [tf.zeros((batch_size, config.hidden_size)) for _ in range(n)]
+    return [tf.zeros((batch_size, config.hidden_size)) for _ in range(config.num_states)]
+
+
+def recurrent_layers(model) -> list:
+    """The model's recurrent layers (``keras.layers.RNN`` and its subclasses), first to last."""
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]

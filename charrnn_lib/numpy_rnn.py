@@ -66,10 +66,6 @@ def dtanh(a):
     return 1.0 - t * t
 
 
-# Longer name, same function (the derivative of tanh with respect to its argument).
-tanh_derivative = dtanh
-
-
 def softmax(z, axis: int = -1):
     """Softmax along ``axis``: ``exp(z) / sum(exp(z))``, numerically stable.
 
@@ -291,11 +287,11 @@ def rnn_outputs(params: RNNParams, hs, activation: str = "sigmoid"):
     ``activation="sigmoid"``: K independent yes/no probabilities (the deck's output layer);
     ``activation="softmax"``: one distribution over K exclusive classes (char-rnn).
     """
-    os_ = rnn_logits(params, hs)
+    logits = rnn_logits(params, hs)
     if activation == "sigmoid":
-        return sigmoid(os_)
+        return sigmoid(logits)
     if activation == "softmax":
-        return softmax(os_, axis=-1)
+        return softmax(logits, axis=-1)
     raise ValueError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
 
 

@@ -48,13 +48,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from charrnn_lib.config import MIN_TEMPERATURE, MODES  # noqa: F401  (the choices; defined there once)
 from charrnn_lib.data import UnknownCharactersError
-
-MODES = ("argmax", "sample", "space")
-# Below this temperature logits / T_s can overflow float32 (already for |logits| > 3.4e8 at
-# 1e-30; for any logit at 1e-45, which float32 rounds to 0), the softmax becomes NaN and the
-# loop picks character 0 at every step.  Above it, small temperatures approach the argmax.
-MIN_TEMPERATURE = 1e-30
+from charrnn_lib.model import recurrent_layers
 
 
 class SamplingError(ValueError):
@@ -195,11 +191,11 @@ class Stepper:
     def __init__(self, model, model_config):
         self.config = model_config
         self.embedding = model.get_layer("embedding")
-        self.cells = [model.get_layer(f"{model_config.cell}_{i}").cell for i in range(model_config.num_layers)]
+        self.cells = [layer.cell for layer in recurrent_layers(model)]
         self.output = model.get_layer("logits")
 
     def zero_states(self, batch_size):
-        n = self.config.num_layers * self.config.states_per_layer
+        n = self.config.num_states
         return [tf.zeros(tf.stack([batch_size, self.config.hidden_size])) for _ in range(n)]
 
     def __call__(self, ids, states):
@@ -369,7 +365,7 @@ def generate_naive(model, vocab, model_config, length: int = 100, prime: str = "
     check_prime(prime, vocab.chars)
     chars = list(vocab.chars)
     index = {c: i for i, c in enumerate(chars)}
-    n_states = model_config.num_layers * model_config.states_per_layer
+    n_states = model_config.num_states
     states = [tf.zeros((1, model_config.hidden_size)) for _ in range(n_states)]
     for c in prime[:-1]:  # warm the state up on the whole prime
         _, *states = model([tf.constant([[index[c]]], tf.int32), *states], training=False)

@@ -17,12 +17,13 @@ The step is a ``tf.function``, traced once.  It runs under any ``tf.distribute``
 on one device (the default) every replica-specific line reduces to the plain step above;
 under ``MirroredStrategy`` each replica takes a fixed slice of the batch's rows and
 carries that slice's state (``charrnn_lib.distribute``), and the gradients are summed
-across replicas before clipping.  For an LSTM without dropout on a CPU it runs the fused
-stacked LSTM of ``charrnn_lib.fused_lstm`` (same weights, same function, faster), compiled
-by XLA, its rows split into groups that run side by side (``TrainConfig.row_groups``);
-otherwise it runs the Keras model itself (``TrainConfig(fused=False)`` forces that;
-on a GPU Keras's cuDNN kernel is used).  ``TrainConfig(mixed_precision=True)`` computes in
-float16 with float32 weights and a dynamically scaled loss.
+across replicas before clipping.  Steps 1-3 for one replica's rows are a function
+``loss_and_grads(x, y, states)``: the reference is ``keras_loss_and_grads`` (the Keras
+model under a tape); for an LSTM without dropout on a CPU, ``charrnn_lib.fast`` plugs in a
+fused, XLA-compiled one that gives the same numbers faster (``TrainConfig(fused=False)``
+keeps the reference; on a GPU Keras's cuDNN kernel is used).
+``TrainConfig(mixed_precision=True)`` computes in float16 with float32 weights and a
+dynamically scaled loss.
 
 ``train`` loops over epochs and batches, evaluates the validation loss after each epoch
 (nats and bits per character), and writes checkpoints into ``out_dir`` atomically.  A
@@ -38,8 +39,13 @@ also saves first.  A loss or gradient norm that is not finite raises
 good one.  ``out_dir`` is locked for the duration (``charrnn_lib.outdir``): a second run
 into the same folder fails at once instead of overwriting the first one's checkpoints.
 
-The checkpoints and their format are ``charrnn_lib.checkpoint``'s; ``load_checkpoint`` and
-the checkpoint errors are re-exported here.
+Seeds.  ``train`` seeds Keras's random generators with ``train_config.seed`` before it
+builds the model (``keras.utils.set_random_seed``: Python's, NumPy's and TensorFlow's global
+generators), because the run's initial weights are part of what the seed names.  It does not
+switch on TensorFlow's op determinism; a caller who wants it calls
+``charrnn_lib.repro.seed_everything`` first (the chapters and the command line do).
+
+The checkpoints and their format are ``charrnn_lib.checkpoint``'s.
 """
 from __future__ import annotations
 
@@ -53,87 +59,28 @@ from pathlib import Path
 import numpy as np
 
 from charrnn_lib import checkpoint, outdir
-from charrnn_lib.checkpoint import (CheckpointError, CheckpointMismatchError,  # noqa: F401
-                                    latest_checkpoint, load_checkpoint)
-from charrnn_lib.distribute import gather_rows, mixed_precision_optimizer, per_replica_batch_size, split_rows
-from charrnn_lib.model import ModelConfig, build_model
+from charrnn_lib.checkpoint import CheckpointError, CheckpointMismatchError
+from charrnn_lib.config import ModelConfig, TrainConfig
+from charrnn_lib.distribute import gather_rows, per_replica_batch_size, split_rows
+from charrnn_lib.model import build_model, zero_states
 
 __all__ = [
-    "CheckpointError",
-    "CheckpointMismatchError",
     "History",
-    "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
+    "build_for_training",
     "clip_gradients",
     "evaluate",
-    "latest_checkpoint",
+    "keras_loss_and_grads",
     "learning_rate_at",
-    "load_checkpoint",
-    "build_for_training",
     "make_train_step",
-    "row_groups",
     "train",
-    "uses_fused_step",
 ]
 
 LN2 = math.log(2.0)
-SCHEDULES = ("constant", "cosine")
 
 
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How to train.  Defaults are the deck's: batch 50 x 50 steps, Adam 0.002, clip 5, 2 epochs."""
-
-    batch_size: int = 50
-    seq_length: int = 50
-    learning_rate: float = 0.002      # peak learning rate (eta)
-    grad_clip: float = 5.0            # theta: clip the global gradient norm to this; 0 = no clipping
-    num_epochs: int = 2
-    val_fraction: float = 0.05
-    seed: int = 0
-    lr_schedule: str = "constant"     # "constant" or "cosine" (decay to min_lr_fraction * eta)
-    warmup_batches: int = 0           # linear warm-up from 0 over this many steps
-    min_lr_fraction: float = 0.0      # cosine: final learning rate as a fraction of the peak
-    checkpoint_every: int = 200       # batches between checkpoints (0: only at epoch ends)
-    fused: bool = True                # LSTM without dropout, on a CPU: fused step compiled by XLA
-    row_groups: int = 2               # fused step: the rows, as this many groups computed side by side
-    mixed_precision: bool = False     # mixed_float16: float16 arithmetic, float32 weights and loss
-
-    def __post_init__(self):
-        for name in ("batch_size", "seq_length", "num_epochs", "row_groups"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
-        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
-            raise ValueError(f"grad_clip must be a finite number >= 0 (0 turns clipping off), got "
-                             f"{self.grad_clip}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**32:
-            raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {self.seed!r}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
-        if self.warmup_batches < 0 or self.checkpoint_every < 0:
-            raise ValueError("warmup_batches and checkpoint_every must be >= 0")
-        if not 0.0 <= self.min_lr_fraction <= 1.0:
-            raise ValueError(f"min_lr_fraction must lie in [0, 1], got {self.min_lr_fraction}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        return cls(**d)
+# --------------------------------------------------------------------------- the schedule
 
 
 def learning_rate_at(step: int, total_steps: int, config: TrainConfig) -> float:
@@ -199,8 +146,7 @@ class TrainResult:
 def _state_spec(model_config: ModelConfig, batch_size: int) -> list:
     import tensorflow as tf
 
-    n = model_config.num_layers * model_config.states_per_layer
-    return [tf.TensorSpec((batch_size, model_config.hidden_size), tf.float32)] * n
+    return [tf.TensorSpec((batch_size, model_config.hidden_size), tf.float32)] * model_config.num_states
 
 
 def clip_gradients(grads, clip_norm: float, norm=None):
@@ -221,36 +167,16 @@ def clip_gradients(grads, clip_norm: float, norm=None):
     return grads, norm
 
 
-def row_groups(rows: int, groups: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of ``min(groups, rows)`` consecutive groups of rows that cover
-    ``range(rows)``, of nearly equal sizes (the first ones a row larger when ``groups``
-    does not divide ``rows``)."""
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"groups must be a positive integer, got {groups!r}")
-    n = min(groups, rows)
-    sizes = [rows // n + (i < rows % n) for i in range(n)]
-    bounds = np.cumsum([0] + sizes).tolist()
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
-def uses_fused_step(model_config: ModelConfig, train_config: TrainConfig) -> bool:
-    """Whether training runs ``charrnn_lib.fused_lstm``: allowed by ``train_config.fused``, an
-    LSTM without dropout, float32, and no GPU (where Keras's cuDNN kernel is faster)."""
-    import tensorflow as tf
-
-    from charrnn_lib import fused_lstm
-
-    return (train_config.fused and fused_lstm.supports(model_config)
-            and not train_config.mixed_precision and not tf.config.list_logical_devices("GPU"))
-
-
 def build_for_training(model_config: ModelConfig, train_config: TrainConfig, strategy=None,
                        batch_size: int | None = None):
     """``(model, optimizer)`` for ``make_train_step``, created inside ``strategy.scope()``.
 
     Adam at ``train_config.learning_rate``, built now (its moments exist before tracing);
     under ``train_config.mixed_precision`` the model computes in ``mixed_float16`` and the
-    optimizer scales the loss (``charrnn_lib.distribute.mixed_precision_optimizer``).
+    optimizer scales the loss: float16 gradients of small losses underflow to zero, so
+    ``keras.optimizers.LossScaleOptimizer`` multiplies the loss by a large factor before the
+    backward pass, divides the gradients by it afterwards, halves it (skipping the update)
+    when a gradient overflows and doubles it after a run of good steps.
     ``batch_size`` fixes the model's batch dimension: the rows *one replica* sees.
     """
     import keras
@@ -262,13 +188,57 @@ def build_for_training(model_config: ModelConfig, train_config: TrainConfig, str
                             dtype_policy="mixed_float16" if train_config.mixed_precision else None)
         optimizer = keras.optimizers.Adam(learning_rate=train_config.learning_rate)
         if train_config.mixed_precision:
-            optimizer = mixed_precision_optimizer(optimizer)
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # dynamic loss scaling
         optimizer.build(model.trainable_variables)
     return model, optimizer
 
 
+def keras_loss_and_grads(model, scale_loss=None):
+    """The reference ``loss_and_grads(x, y, states) -> (loss, grads, new_states)``: chapter 5's step.
+
+    Runs ``model`` on rows ``x`` (b, T) from ``states`` under a ``tf.GradientTape``; ``loss``
+    is the mean cross-entropy of the next characters ``y`` (b, T) in nats, ``grads`` its
+    gradients for ``model.trainable_variables``, ``new_states`` the states after the batch
+    (float32).  ``scale_loss``: under mixed precision, the optimizer's ``scale_loss``; the
+    gradients are then those of the scaled loss, as the optimizer expects.
+    """
+    import tensorflow as tf
+
+    variables = model.trainable_variables
+
+    def loss_and_grads(x, y, states):
+        with tf.GradientTape() as tape:
+            logits, *new_states = model([x, *states], training=True)           # (b, T, K)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=y, logits=tf.cast(logits, tf.float32))                   # (b, T)
+            loss = tf.reduce_mean(losses)                                       # nats per character
+            backward = scale_loss(loss) if scale_loss is not None else loss
+        # The embedding's gradient arrives as tf.IndexedSlices, one row per occurrence of a
+        # character, repeats included.  Made dense (repeats summed) before clipping and Adam:
+        # both square the rows, and the square of a sum is not the sum of the squares.
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(backward, variables)]
+        # float32 states whatever the compute dtype (mixed_float16 returns float16 ones),
+        # so that the next call sees the same input types
+        return loss, grads, [tf.cast(s, tf.float32) for s in new_states]
+
+    return loss_and_grads
+
+
+def _loss_and_grads_for(model, optimizer, model_config: ModelConfig, train_config: TrainConfig, strategy):
+    """The fast path where it applies (``charrnn_lib.fast``), else the reference."""
+    import keras
+
+    from charrnn_lib import fast
+
+    if fast.uses_fused_step(model_config, train_config):
+        rows = per_replica_batch_size(strategy, train_config.batch_size)
+        return fast.fused_loss_and_grads(model, model_config, rows, train_config.row_groups)
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    return keras_loss_and_grads(model, optimizer.scale_loss if scaled else None)
+
+
 def make_train_step(model, optimizer, model_config: ModelConfig, train_config: TrainConfig,
-                    strategy=None):
+                    strategy=None, loss_and_grads=None):
     """The compiled step ``train_step(x, y, lr, states) -> (loss, grad_norm, new_states)``.
 
     ``x``, ``y`` (B, T) int32 and ``states`` (a list of (B, H) float32) are distributed by
@@ -279,88 +249,35 @@ def make_train_step(model, optimizer, model_config: ModelConfig, train_config: T
     float32 scalar tensor: this step's learning rate.  The model and the optimizer must
     have been created, and the optimizer built, inside ``strategy.scope()``.
 
-    With ``R`` replicas each replica gets ``B / R`` rows, and its loss is the mean over its
-    rows divided by ``R``, so that the replicas' losses -- and gradients -- *sum* to those
-    of the mean over all ``B`` rows: what one device computes.  Clipping needs the norm of
-    that sum, so the gradients are all-reduced first and every replica scales its own by
-    the common factor; the optimizer then sums the clipped gradients across replicas.
-    (Clipping each replica's gradient by its own norm would be a different rule, one that
-    changes with the number of replicas.)  Under ``train_config.mixed_precision`` the
-    optimizer is a ``keras.optimizers.LossScaleOptimizer``: the loss is scaled up for the
-    backward pass and the norm is measured after unscaling.
+    ``loss_and_grads(x, y, states) -> (loss, grads, new_states)`` computes one replica's
+    part; by default ``keras_loss_and_grads`` (the reference), or ``charrnn_lib.fast``'s
+    fused step where ``fast.uses_fused_step`` says it applies.  Both give the same numbers
+    up to float32 rounding.
 
-    The fused CPU step splits a replica's rows once more, into ``train_config.row_groups``
-    groups (``row_groups``), each computed by its own compiled function with the share of
-    the loss its rows make up.  The rows never interact, so the groups are independent and
-    run at the same time: a recurrence is a chain of small products, each waiting for the
-    one before, and one chain leaves a core idle much of the time; two chains fill it.
-    The result is the same up to the order of float32 additions.
-
-    It also calls ``charrnn_lib.memory.keep_freed_memory()``: the process keeps the step's
-    freed temporaries for the next step instead of returning them to the operating system.
+    With ``R`` replicas each replica gets ``B / R`` rows, and its loss and gradients are
+    divided by ``R``, so that the replicas' *sum* is the mean over all ``B`` rows: what one
+    device computes.  Clipping needs the norm of that sum, so the gradients are all-reduced
+    first and every replica scales its own by the common factor; the optimizer then sums
+    the clipped gradients across replicas.  (Clipping each replica's gradient by its own
+    norm would be a different rule, one that changes with the number of replicas.)  Under
+    ``train_config.mixed_precision`` the optimizer is a ``keras.optimizers.LossScaleOptimizer``:
+    the loss is scaled up for the backward pass and the norm is measured after unscaling.
     """
     import keras
     import tensorflow as tf
 
-    from charrnn_lib import fused_lstm
-    from charrnn_lib.memory import keep_freed_memory
-
-    keep_freed_memory()                                         # no page faults between steps
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
-    use_fused = uses_fused_step(model_config, train_config)
+    if loss_and_grads is None:
+        loss_and_grads = _loss_and_grads_for(model, optimizer, model_config, train_config, strategy)
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     variables = model.trainable_variables
     clip = float(train_config.grad_clip)
 
-    rows = per_replica_batch_size(strategy, train_config.batch_size)  # one replica's rows
-    groups = row_groups(rows, train_config.row_groups if use_fused else 1)
-
-    def forward(x, states):
-        if use_fused:
-            return fused_lstm.stacked_lstm_logits(model, model_config, x, states)
-        logits, *new_states = model([x, *states], training=True)
-        return logits, new_states
-
-    def loss_and_grads(x, y, states, share):
-        """Loss and gradients of rows ``x`` (b, T), a fraction ``share`` of this replica's."""
-        with tf.GradientTape() as tape:
-            logits, new_states = forward(x, list(states))       # (b, T, K)
-            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=y, logits=tf.cast(logits, tf.float32))   # (b, T)
-            loss = tf.reduce_mean(losses) * share / replicas    # these rows' share of the mean, nats
-            backward = optimizer.scale_loss(loss) if scaled else loss
-        # The embedding's gradient arrives as tf.IndexedSlices, one row per occurrence of a
-        # character, repeats included.  Made dense (repeats summed) before clipping and Adam:
-        # both square the rows, and the square of a sum is not the sum of the squares.
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(backward, variables)]
-        # float32 states whatever the compute dtype (mixed_float16 returns float16 ones),
-        # so that the next call sees the same input types
-        return loss, grads, [tf.cast(s, tf.float32) for s in new_states]
-
-    def for_group(start, stop):
-        def group(x, y, *states):
-            return loss_and_grads(x, y, states, share=(stop - start) / rows)
-        if use_fused:
-            # XLA fuses the fused step's elementwise operations and removes most per-operation
-            # overhead (faster on a CPU; deterministic).  It compiles one group's work; the
-            # all-reduce and the update stay outside it.  Each group gets a compiled function
-            # of its own: two calls of one compiled function do not overlap, two functions do.
-            return tf.function(group, jit_compile=True)
-        return group
-
-    parts = [for_group(start, stop) for start, stop in groups]
-
     def replica_step(x, y, *states):
-        # The rows of a batch never interact, so the groups are independent computations,
-        # and the graph runs them at the same time: while one waits for its previous time
-        # step, the other computes.  Their shares and gradients add up to the replica's.
-        results = [part(x[a:b], y[a:b], *[s[a:b] for s in states])
-                   for part, (a, b) in zip(parts, groups)]
-        losses, group_grads, group_states = zip(*results)
-        loss = tf.add_n(losses)
-        grads = [tf.add_n(list(g)) for g in zip(*group_grads)]
-        new_states = [tf.concat(list(s), axis=0) for s in zip(*group_states)]  # rows in order
+        loss, grads, new_states = loss_and_grads(x, y, list(states))   # this replica's rows
+        if replicas > 1:                 # the replicas' shares add up to the global mean
+            loss, grads = loss / replicas, [g / replicas for g in grads]
         total = tf.distribute.get_replica_context().all_reduce("SUM", grads)  # the whole batch's
         norm = tf.linalg.global_norm(total)
         if scaled:
@@ -415,8 +332,6 @@ def evaluate(model, x_batches, y_batches, model_config: ModelConfig,
     (``carry_state=False``: every batch starts from zeros).
     """
     import tensorflow as tf
-
-    from charrnn_lib.model import zero_states
 
     x_batches, y_batches = np.asarray(x_batches), np.asarray(y_batches)
     if x_batches.ndim != 3 or x_batches.shape != y_batches.shape:
@@ -539,8 +454,7 @@ def _train(loader, model_config: ModelConfig, train_config: TrainConfig, out_dir
     """``train`` after its checks, with ``out_dir`` locked."""
     import tensorflow as tf
 
-    from charrnn_lib.model import zero_states
-    from charrnn_lib.repro import seed_everything
+    import keras
 
     rows_per_replica = per_replica_batch_size(strategy, train_config.batch_size)
     identity = checkpoint.run_identity(loader, model_config, train_config)
@@ -558,7 +472,9 @@ def _train(loader, model_config: ModelConfig, train_config: TrainConfig, out_dir
                 f"{-(-saved_progress['global_step'] // nb)} epochs, or use another out_dir",
                 (f"train.num_epochs: checkpoint further than {train_config.num_epochs}",))
 
-    seed_everything(train_config.seed)
+    # The run's seed decides its initial weights (and dropout's masks): Keras draws them from
+    # its global generators, so they are seeded here -- the one process-wide effect of train.
+    keras.utils.set_random_seed(train_config.seed)
     model, optimizer = build_for_training(model_config, train_config, strategy, rows_per_replica)
     history = History()
     epoch = pointer = global_step = 0
@@ -572,7 +488,7 @@ def _train(loader, model_config: ModelConfig, train_config: TrainConfig, out_dir
         epoch, pointer = saved_progress["epoch"], saved_progress["batch"]
         global_step = saved_progress["global_step"]
         finished = epoch >= train_config.num_epochs  # the saved flag, unless num_epochs grew
-        shape = (model_config.num_layers * model_config.states_per_layer, B, model_config.hidden_size)
+        shape = (model_config.num_states, B, model_config.hidden_size)
         saved_states = checkpoint.restore_state(ckpt, shape)     # (n, B, H), rows in order
         states = split_rows(strategy, list(saved_states))
     result = TrainResult(model, history, loader.vocab, model_config, train_config, out_dir,

@@ -62,7 +62,7 @@ def one_run(seed: int, holdout: str = "last") -> dict[str, float]:
         corpus.write_text(text[cut:] + text[:cut], encoding="utf-8")
     loader = TextLoader(corpus, batch_size=50, seq_length=50, val_fraction=0.05, cache_dir=cache)
     K = loader.vocab_size
-    deck = train(loader, ModelConfig(K, init="deck"), TrainConfig(seed=seed), progress=False)
+    deck = train(loader, ModelConfig(K, init="unit_normal"), TrainConfig(seed=seed), progress=False)
     recipe_loader = TextLoader(corpus, batch_size=50, seq_length=20, val_fraction=0.05, cache_dir=cache)
     recipe_mc = ModelConfig(K, init="unit_embedding")
     recipe = train(recipe_loader, recipe_mc,

@@ -236,7 +236,7 @@ def test_damaged_json_is_named(parts, tmp_path):
             checkpoint.read_checkpoint_meta(ckpt)
     (ckpt / "progress.json").write_text(good)
     (ckpt / "config.json").write_text(json.dumps({"model": {"vocab_size": 1}}))
-    with pytest.raises(CheckpointError, match="model.vocab_size is 1"):
+    with pytest.raises(CheckpointError, match="vocab_size must be an integer >= 2, got 1"):
         checkpoint.read_checkpoint_meta(ckpt)
     (ckpt / "config.json").write_bytes(b"\xff\xfe")
     with pytest.raises(CheckpointError, match="damaged"):

@@ -69,38 +69,51 @@ def test_train_resume_sample_end_to_end(corpus, tmp_path, capsys):
 def test_help_lists_every_option_with_its_default():
     parser = cli.build_parser()
     for name, sub in parser.commands.items():
-        text = sub.format_help()
+        text = " ".join(sub.format_help().split())
         for action in sub._actions:
             if not action.option_strings or action.dest == "help":
                 continue
             assert action.option_strings[-1] in text, (name, action.dest)
-        for option, default in {"train": [("--hidden-size", "128"), ("--learning-rate", "0.002"),
+        for option, default in {"train": [("--hidden-size", "128"), ("--learning-rate", "0.005"),
+                                          ("--lr-schedule", "'cosine'"), ("--warmup-batches", "50"),
                                           ("--grad-clip", "5.0"), ("--epochs", "2"), ("--init", "'unit_embedding'"),
-                                          ("--cell", "'lstm'"), ("--batch-size", "50"), ("--seq-length", "50"),
-                                          ("--strategy", "'auto'"), ("--dropout", "0.0")],
+                                          ("--cell", "'lstm'"), ("--batch-size", "50"), ("--seq-length", "20"),
+                                          ("--strategy", "'auto'"), ("--dropout", "0.0"), ("--preset", "'recipe'")],
                                 "sample": [("--length", "4000"), ("--mode", "'sample'"),
                                            ("--temperature", "1.0"), ("--prime", "' '"), ("--seed", "0")]}[name]:
-            assert option in text and f"(default: {default}" in " ".join(text.split()), (option, default)
+            assert option in text and f"(default: {default}" in text, (option, default)
     result = subprocess.run([sys.executable, "-m", "charrnn_lib", "train", "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--corpus" in result.stdout and "--out" in result.stdout
 
 
-def test_copied_choices_match_the_library():
-    from charrnn_lib import model, sample
+def configs_of(*options, vocab_size=30):
+    """The ModelConfig and TrainConfig the command line builds from ``options``."""
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--corpus", "x", "--out", "y", *options])
+    cli._resolve_preset(args)
+    return cli._configs(args, vocab_size, parser.commands["train"])
 
-    assert cli.CELLS == model.CELLS and cli.INITS == model.INITS and cli.MODES == sample.MODES
-    assert cli.MIN_TEMPERATURE == sample.MIN_TEMPERATURE
+
+def test_the_default_is_the_books_recipe_and_preset_deck_is_the_deck():
+    from charrnn_lib.config import PRESETS, ModelConfig, TrainConfig
+
+    model_config, train_config = configs_of()
+    assert model_config == PRESETS["recipe"].model_config(30)
+    assert train_config == PRESETS["recipe"].train_config()   # chapter 5's better run, schedule included
+    model_config, train_config = configs_of("--preset", "deck")
+    assert train_config == TrainConfig()                       # the deck: the dataclasses' defaults
+    assert model_config == ModelConfig(30, init="unit_normal")
 
 
 def test_preset_fills_only_the_options_not_given():
-    parser = cli.build_parser()
-    args = parser.parse_args(["train", "--corpus", "x", "--out", "y", "--preset", "medium", "--hidden-size", "64"])
-    cli._resolve_preset(args)
-    assert (args.hidden_size, args.num_layers, args.dropout, args.batch_size, args.seq_length) == (64, 2, 0.1, 64, 100)
-    args = parser.parse_args(["train", "--corpus", "x", "--out", "y"])
-    cli._resolve_preset(args)
-    assert (args.hidden_size, args.num_layers, args.dropout, args.batch_size, args.seq_length) == (128, 2, 0.0, 50, 50)
+    model_config, train_config = configs_of("--preset", "medium", "--hidden-size", "64", "--learning-rate", "0.01")
+    assert (model_config.hidden_size, model_config.num_layers, model_config.dropout) == (64, 2, 0.1)
+    assert (train_config.batch_size, train_config.seq_length, train_config.learning_rate) == (64, 100, 0.01)
+    _, train_config = configs_of("--lr-schedule", "constant", "--warmup-batches", "0", "--min-lr-fraction", "0.2",
+                                 "--epochs", "3", "--seed", "7")
+    assert (train_config.lr_schedule, train_config.warmup_batches, train_config.min_lr_fraction) == ("constant", 0, 0.2)
+    assert (train_config.num_epochs, train_config.seed, train_config.seq_length) == (3, 7, 20)
 
 
 def fake_checkpoint(folder, chars="abc ", step=5):
@@ -227,7 +240,8 @@ def run_cli(*args, timeout=300):
 
 
 def our_lines(stderr):
-    """The lines of stderr the command line wrote (TensorFlow's C++ start-up notices aside)."""
+    """The lines of stderr the command line wrote (it writes nothing else there but the notice
+    of a signal, and TensorFlow's start-up lines stay off unless --verbose)."""
     return [line for line in stderr.splitlines() if line.startswith(PROG)]
 
 
@@ -238,6 +252,21 @@ def assert_one_line_error(result, code, message):
     assert len(ours) == 1 and message in ours[0], result.stderr
 
 
+def test_tensorflow_start_up_lines_stay_off_the_terminal(corpus, tmp_path):
+    """TensorFlow writes CUDA/oneDNN/absl notices while it is imported, whatever
+    TF_CPP_MIN_LOG_LEVEL says; the command line keeps them off unless --verbose."""
+    env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = tmp_path / "run"
+    trained = subprocess.run(command(*small_train_args(corpus, out), "--max-batches", "1"),
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert trained.returncode == 0 and trained.stderr == "", trained.stderr
+    assert "stopped after 1 batches" in trained.stdout
+    sampled = subprocess.run(command("sample", "--checkpoint", out, "--length", "10"),
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert sampled.returncode == 0 and sampled.stderr == "", sampled.stderr
+    assert len(sampled.stdout) >= 11
+
+
 def words(n_words, seed=0):
     rng = random.Random(seed)
     vocabulary = "to be or not that is the question whether tis nobler in the mind to suffer".split()
@@ -246,7 +275,8 @@ def words(n_words, seed=0):
 
 def tiny_train(corpus, out, *extra):
     return ["train", "--corpus", corpus, "--out", out, "--hidden-size", "8", "--num-layers", "1",
-            "--batch-size", "2", "--seq-length", "8", "--epochs", "1", "--cell", "gru", "--quiet", *extra]
+            "--batch-size", "2", "--seq-length", "8", "--epochs", "1", "--cell", "gru", "--quiet",
+            "--lr-schedule", "constant", "--warmup-batches", "0", *extra]  # a finished run may grow --epochs
 
 
 def test_unusable_out_is_found_before_training(corpus, tmp_path):
@@ -479,7 +509,7 @@ def test_damaged_checkpoints_fail_in_one_line(trained, tmp_path):
         (nan, "sample", 2, "holds weights that are not finite"),
         (nan, "train", 2, "holds weights that are not finite"),
         (mismatch, "train --learning-rate 0.05", 2,
-         "holds a checkpoint of another run (train.learning_rate: checkpoint 0.002, now 0.05); use another --out"),
+         "holds a checkpoint of another run (train.learning_rate: checkpoint 0.005, now 0.05); use another --out"),
         (damaged("fallback", lambda c: (c.parent / "ckpt-99999999").mkdir()), "sample", 0, "warning: "),
     ]
     runs = []

@@ -1,19 +1,16 @@
 """The char-rnn model: shapes, state plumbing, parameter counts, initialisations."""
-import importlib.util
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from charrnn_lib.config import CELLS
 from charrnn_lib.model import (ModelConfig, build_model, flops_per_char, parameter_count,
                                zero_states)
 from charrnn_lib.repro import seed_everything
-
-HAVE_PEEPHOLE = importlib.util.find_spec("charrnn_lib.peephole") is not None
-CELLS = ["lstm", "gru", "rnn"] + (["peephole"] if HAVE_PEEPHOLE else [])
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -79,9 +76,9 @@ def test_flops_per_char():
 
 
 def test_deck_initialisation_statistics():
-    """init='deck': embedding, softmax weights and bias ~ N(0, 1) like tf.random_normal."""
+    """init='unit_normal' (the deck's): embedding, softmax weights and bias ~ N(0, 1) like tf.random_normal."""
     seed_everything(0)
-    config = ModelConfig(vocab_size=60, hidden_size=128, init="deck")
+    config = ModelConfig(vocab_size=60, hidden_size=128, init="unit_normal")
     model = build_model(config)
     emb = model.get_layer("embedding").embeddings.numpy()
     kernel = model.get_layer("logits").kernel.numpy()

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-keras = pytest.importorskip("keras")
+import keras
 
 from charrnn_lib.numpy_gated import (  # noqa: E402
     GatedShapeError,

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
+import keras
+import tensorflow as tf
 
 from charrnn_lib.gradcheck import numerical_gradient, relative_error  # noqa: E402
 from charrnn_lib.numpy_gated import LSTMParams, lstm_forward, lstm_step, param_count  # noqa: E402

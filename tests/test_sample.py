@@ -27,7 +27,7 @@ def vocab():
 @pytest.fixture(scope="module")
 def lstm(vocab):
     seed_everything(0)
-    cfg = ModelConfig(len(vocab), hidden_size=16, num_layers=2, cell="lstm", init="deck")
+    cfg = ModelConfig(len(vocab), hidden_size=16, num_layers=2, cell="lstm", init="unit_normal")
     model = build_model(cfg)
     return model, cfg, sample.Sampler(model, vocab, cfg)
 
@@ -137,7 +137,7 @@ def test_xla_and_graph_executor_and_chunking_agree(lstm, vocab):
 @pytest.mark.parametrize("cell", ["gru", "rnn", "peephole"])
 def test_other_cells_compiled_equals_naive(vocab, cell):
     seed_everything(1)
-    cfg = ModelConfig(len(vocab), hidden_size=8, num_layers=2, cell=cell, init="deck")
+    cfg = ModelConfig(len(vocab), hidden_size=8, num_layers=2, cell=cell, init="unit_normal")
     model = build_model(cfg)
     a = sample.generate(model, vocab, cfg, 15, prime="the", seed=2)
     assert a == sample.generate_naive(model, vocab, cfg, 15, prime="the", seed=2)

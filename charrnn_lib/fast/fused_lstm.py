@@ -22,7 +22,7 @@ and rearranges the work the way chapter 2 did it by hand:
 
 ``stacked_lstm_logits(model, config, ids, states)`` returns what ``model([ids, *states])``
 returns (up to float rounding) and its gradients equal the ones automatic
-differentiation computes through the Keras layers; ``tests/test_fused_lstm.py`` checks
+differentiation computes through the Keras layers; ``tests/test_fast.py`` checks
 both.  Keras orders an LSTM's four gate blocks ``i, f, g, o`` (it calls ``g`` ``c``) and
 stores ``U.T``, ``W.T`` as ``kernel`` (D, 4H) and ``recurrent_kernel`` (H, 4H).
 
@@ -104,9 +104,11 @@ def lstm_recurrence(zx, h0, s0, w_t):
     return (outs, h_last, s_last), backward
 
 
-def _weights(model, config):
+def _weights(model):
+    from charrnn_lib.model import recurrent_layers
+
     emb = model.get_layer("embedding").embeddings
-    cells = [model.get_layer(f"lstm_{l}").cell for l in range(config.num_layers)]
+    cells = [layer.cell for layer in recurrent_layers(model)]
     dense = model.get_layer("logits")
     return emb, cells, dense
 
@@ -120,7 +122,7 @@ def stacked_lstm_logits(model, config, ids, states):
     if not supports(config):
         raise ValueError(f"the fused path computes LSTM models without dropout; got cell="
                          f"{config.cell!r}, dropout={config.dropout}. Use the Keras model.")
-    emb, cells, dense = _weights(model, config)
+    emb, cells, dense = _weights(model)
     hidden = config.hidden_size
     ids_tm = tf.transpose(ids)                                  # (T, B)
     steps, batch = tf.shape(ids_tm)[0], tf.shape(ids_tm)[1]

@@ -1,24 +1,24 @@
 """Keeping freed memory in the process: a training step without page faults.
 
 A training step allocates tens of megabytes of temporaries and frees them before the
-next step.  XLA plans a compiled function's temporaries as one block: for the fused step
-of the deck's model (chapter 5) it is 38.6 MB -- the gates of both layers for all 50 x 50
-positions, their gradients, the cell states and outputs -- or 19.4 MB for each of two
-groups of rows (read off XLA's buffer assignment, ``XLA_FLAGS=--xla_dump_to=DIR``).
+next step.  XLA plans a compiled function's temporaries as one block (the gates, cell
+states and outputs of every layer at every position of the batch, and their gradients).
 glibc's ``malloc`` serves a block that large with an ``mmap`` of its own and returns it to
 the kernel on ``free`` (its *mmap threshold* starts at 128 KiB and rises by itself only up
 to 32 MiB), and it gives back the free top of its heap as soon as more than 128 KiB lie
 there (the *trim threshold*).  So every step asks the kernel for fresh memory again, and
-the kernel zero-fills each 4 KiB page when it is first touched: 38.6 MB is about 9,400
-pages; measured on the 2-core machine this book was written on, about 9,600 page faults
-per step, a fifth of the step's time (54 ms with them, 43 ms without).
+the kernel zero-fills each 4 KiB page when it is first touched: a page fault per page,
+every step (the appendix "Making it fast on a CPU" counts them and times the difference).
 
 ``keep_freed_memory()`` changes two settings with ``mallopt``: large blocks come from the
 heap instead of an ``mmap`` of their own, and up to 256 MiB of freed heap stay in the
 process for the next step.  The process holds on to its peak memory instead of returning
 it between steps -- the right trade for a training loop.  It is process-wide, it cannot
 be undone, and it does nothing where the C library is not glibc (macOS, Windows, musl):
-there the call returns ``False``.  ``charrnn_lib.train.make_train_step`` calls it.
+there the call returns ``False``.  So no library function calls it: the entry points that
+want it do -- the command line's ``train``, ``charrnn_lib.bench`` and the appendix's cell --
+and ``make test`` gives every process the same two settings through the environment
+(``GLIBC_TUNABLES``, see the Makefile).
 """
 from __future__ import annotations
 

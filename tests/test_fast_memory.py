@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from charrnn_lib.memory import keep_freed_memory
+from charrnn_lib.fast.memory import keep_freed_memory
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 # Allocate, touch and free a 40 MB block ten times; print the page faults this cost.
 PROGRAM = """
 import ctypes, resource, sys
-from charrnn_lib.memory import keep_freed_memory
+from charrnn_lib.fast.memory import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 libc = ctypes.CDLL(None)

@@ -1,9 +1,10 @@
-"""The fused stacked LSTM computes the Keras model's function and its gradients."""
+"""charrnn_lib.fast: the fused stacked LSTM computes the Keras model's function and gradients,
+and the fused step plugs in where the reference step would run."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from charrnn_lib.fused_lstm import lstm_recurrence, stacked_lstm_logits, supports
+from charrnn_lib.fast.fused_lstm import lstm_recurrence, stacked_lstm_logits, supports
 from charrnn_lib.model import ModelConfig, build_model
 from charrnn_lib.repro import seed_everything
 
@@ -88,3 +89,58 @@ def test_supports_only_plain_lstm():
     config = ModelConfig(vocab_size=5, cell="gru", hidden_size=4)
     with pytest.raises(ValueError, match="fused path"):
         stacked_lstm_logits(build_model(config), config, tf.zeros((1, 2), tf.int32), [])
+
+
+# --------------------------------------------------------------------------- the fast step
+
+
+def test_row_groups_cover_the_rows_in_order():
+    from charrnn_lib.fast import row_groups
+
+    assert row_groups(50, 2) == [(0, 25), (25, 50)]
+    assert row_groups(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert row_groups(3, 8) == [(0, 1), (1, 2), (2, 3)]   # never an empty group
+    assert row_groups(4, 1) == [(0, 4)]
+    with pytest.raises(ValueError, match="positive integer"):
+        row_groups(4, 0)
+
+
+def test_the_fast_path_applies_only_where_it_computes_the_model(monkeypatch):
+    """An LSTM without dropout, float32, ``fused=True`` and no GPU: anything else takes the
+    reference step (on a GPU Keras's cuDNN kernel is faster than the fused loop)."""
+    from charrnn_lib.config import TrainConfig
+    from charrnn_lib.fast import uses_fused_step
+
+    lstm, tc = ModelConfig(vocab_size=11), TrainConfig()
+    assert supports(lstm) and uses_fused_step(lstm, tc)
+    assert not uses_fused_step(ModelConfig(vocab_size=11, cell="gru"), tc)
+    assert not uses_fused_step(ModelConfig(vocab_size=11, dropout=0.1), tc)
+    assert not uses_fused_step(lstm, TrainConfig(fused=False))
+    assert not uses_fused_step(lstm, TrainConfig(mixed_precision=True))
+    real = tf.config.list_logical_devices
+
+    def with_a_gpu(kind=None):
+        gpu = tf.config.LogicalDevice(name="/device:GPU:0", device_type="GPU")
+        return [gpu] if kind == "GPU" else real(kind) + ([gpu] if kind is None else [])
+
+    monkeypatch.setattr(tf.config, "list_logical_devices", with_a_gpu)
+    assert not uses_fused_step(lstm, tc)
+
+
+def test_fused_loss_and_grads_equal_the_reference_on_one_batch():
+    """The two ``loss_and_grads`` functions ``make_train_step`` can plug in, on the same rows."""
+    from charrnn_lib.fast import fused_loss_and_grads
+    from charrnn_lib.train import keras_loss_and_grads
+
+    seed_everything(0)
+    config = ModelConfig(vocab_size=13, hidden_size=8)
+    model = build_model(config)
+    rng = np.random.default_rng(2)
+    x, y = (tf.constant(rng.integers(0, 13, (6, 9)), tf.int32) for _ in range(2))
+    states = [tf.constant(rng.normal(size=(6, 8)) * 0.5, tf.float32) for _ in range(config.num_states)]
+    reference = keras_loss_and_grads(model)(x, y, states)
+    for groups in (1, 2, 4):
+        fused = fused_loss_and_grads(model, config, rows=6, groups=groups)(x, y, states)
+        np.testing.assert_allclose(float(fused[0]), float(reference[0]), rtol=1e-6)
+        for a, b in zip(fused[1] + fused[2], reference[1] + reference[2]):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
