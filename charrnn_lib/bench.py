@@ -83,12 +83,9 @@ def bench_compiled_training(loader, model_config, steps: int, fused: bool = True
     return result.chars_per_second
 
 
-def bench_keras_fit(loader, model_config, steps: int, learning_rate=0.002, grad_clip=5.0) -> float:
-    """Characters per second of ``keras.Model.fit`` on the same architecture (stateless).
-
-    Timed like ``train``: from the end of the first batch (which also traces) to the end of
-    the last, so ``fit``'s per-call set-up is not counted.
-    """
+def keras_fit_model(model_config, learning_rate=0.002, grad_clip=5.0):
+    """The same architecture as a plain ``keras.Sequential``, compiled for ``fit``: Adam with
+    global-norm clipping, sparse cross-entropy from logits (LSTM layers, Keras's defaults)."""
     import keras
 
     K, H = model_config.vocab_size, model_config.hidden_size
@@ -97,6 +94,18 @@ def bench_keras_fit(loader, model_config, steps: int, learning_rate=0.002, grad_
     model = keras.Sequential(layers + [keras.layers.Dense(K)])
     model.compile(optimizer=keras.optimizers.Adam(learning_rate, global_clipnorm=grad_clip),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def bench_keras_fit(loader, model_config, steps: int, learning_rate=0.002, grad_clip=5.0) -> float:
+    """Characters per second of ``keras.Model.fit`` on the same architecture (stateless).
+
+    Timed like ``train``: from the end of the first batch (which also traces) to the end of
+    the last, so ``fit``'s per-call set-up is not counted.
+    """
+    import keras
+
+    model = keras_fit_model(model_config, learning_rate, grad_clip)
     B, T = loader.batch_size, loader.seq_length
     x = loader.x_batches[:steps + 1].reshape(-1, T)  # (steps * B, T)
     y = loader.y_batches[:steps + 1].reshape(-1, T)

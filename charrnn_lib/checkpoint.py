@@ -182,8 +182,9 @@ def _make_temporary_folder(out_dir: Path) -> Path:
 
 
 def save_checkpoint(out_dir: Path, *, model, optimizer, states, vocab, identity: dict,
-                     progress: dict) -> Path:
-    """Write a checkpoint into a temporary folder, then rename it into place; prune older ones.
+                     progress: dict, keep=()) -> Path:
+    """Write a checkpoint into a temporary folder, then rename it into place; prune older ones
+    (except those of the global steps in ``keep``: snapshots of the run's progress).
 
     Raises :class:`CheckpointError`, writing nothing, if the weights or the state are not
     finite (a diverged run).  Whoever calls this should hold the folder's lock
@@ -219,8 +220,9 @@ def save_checkpoint(out_dir: Path, *, model, optimizer, states, vocab, identity:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    kept = {f"ckpt-{step:08d}" for step in keep}
     for old in out_dir.glob("ckpt-*"):
-        if old != final and old.is_dir():
+        if old != final and old.is_dir() and old.name not in kept:
             shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -210,10 +210,10 @@ class Preset:
         raise KeyError(field)
 
 
-# Where the figures in ``Preset.measured`` come from: each recipe trained from the command
-# line (``python -m charrnn_lib train --corpus shakespeare --preset NAME``, 2 epochs, the last
-# 5 % held out), and its training speed from ``charrnn_lib.bench.measure_throughput`` -- on
-# this one machine.
+# Where the figures in ``Preset.measured`` come from: each recipe trained for 2 epochs on
+# Shakespeare with the last 5 % held out (``python -m charrnn_lib train --corpus shakespeare
+# --preset NAME``; "recipe" and "deck" are chapter 5's runs), training speeds from
+# ``charrnn_lib.bench.measure_throughput`` -- on this one machine.
 MEASURED_ON = ("a 2-core AMD EPYC virtual machine, no GPU, TensorFlow 2.21 / Keras 3.15 (December 2026), "
                "load average about 1.3 while the speeds were measured")
 
@@ -223,13 +223,14 @@ PRESETS = {
         "sequences of 20, Adam 0.005 with 50 warm-up batches and a cosine decay",
         model=dict(init="unit_embedding"),
         train=dict(seq_length=20, learning_rate=0.005, lr_schedule="cosine", warmup_batches=50),
-        measured="validation about 1.65 nats (2.38 bits/char) after 2 epochs: chapter 5, "
-                 "'Beating the deck' and 'The same run on another machine'"),
+        measured="validation 1.646 to 1.651 nats (2.37 to 2.38 bits/char) after 2 epochs, by the CPU's "
+                 "instruction set: chapter 5, 'Beating the deck at the same cost'"),
     "deck": Preset(
         "the deck's settings: 2 x 128 LSTM, unit-normal embedding and output layer, batch 50 x 50, "
         "Adam 0.002 constant",
         model=dict(init="unit_normal"),
-        measured="validation about 1.74 nats (2.50 bits/char) after 2 epochs: chapter 5, 'The deck's run'"),
+        measured="validation 1.735 nats (2.503 bits/char) after 2 epochs: chapter 5, 'The deck's run, "
+                 "reproduced'"),
     "medium": Preset(
         "2 x 256 with dropout 0.1, batch 64 x 100: a GPU-sized model that still trains on a CPU",
         model=dict(hidden_size=256, dropout=0.1, init="unit_embedding"),

@@ -409,7 +409,7 @@ def _diverged(loss: float, norm: float, global_step: int, epoch: int, out_dir: P
 
 def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainConfig(),
           out_dir=None, progress: bool = True, strategy=None,
-          max_batches: int | None = None, stop=None) -> TrainResult:
+          max_batches: int | None = None, stop=None, keep_steps=()) -> TrainResult:
     """Train a char-rnn on ``loader``'s batches; resume from ``out_dir`` if it holds this run.
 
     ``loader``: a ``charrnn_lib.data.TextLoader`` built with ``train_config``'s batch shape
@@ -428,6 +428,10 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
     Ctrl-C (``KeyboardInterrupt``) still saves when it arrives between batches and is
     re-raised.  A loss or gradient norm that is not finite raises
     :class:`TrainingDivergedError`; the last good checkpoint stays, no worse one is written.
+    ``keep_steps``: global steps (1-based batch counts) whose checkpoints are written and kept
+    instead of pruned: snapshots of the run at several points of training (chapter 5 samples
+    from them).  A finished run found in ``out_dir`` is returned as it is, with the snapshots
+    it has.
     """
     import tensorflow as tf
 
@@ -438,7 +442,7 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
     strategy = strategy or tf.distribute.get_strategy()
     per_replica_batch_size(strategy, train_config.batch_size)  # or a clear error
     if out_dir is None:
-        return _train(loader, model_config, train_config, None, progress, strategy, max_batches, stop)
+        return _train(loader, model_config, train_config, None, progress, strategy, max_batches, stop, ())
     out_dir = Path(out_dir)
     if checkpoint.is_checkpoint_folder(out_dir):
         raise CheckpointError(f"out_dir {out_dir} is a checkpoint folder, not the folder of a run: pass "
@@ -446,11 +450,12 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
     out_dir.mkdir(parents=True, exist_ok=True)
     with outdir.lock_out_dir(out_dir):        # one run at a time; OutDirBusyError otherwise
         checkpoint.remove_leftovers(out_dir)  # only the lock's holder may: they look like saves
-        return _train(loader, model_config, train_config, out_dir, progress, strategy, max_batches, stop)
+        return _train(loader, model_config, train_config, out_dir, progress, strategy, max_batches, stop,
+                      tuple(int(step) for step in keep_steps))
 
 
 def _train(loader, model_config: ModelConfig, train_config: TrainConfig, out_dir: Path | None,
-           progress: bool, strategy, max_batches: int | None, stop) -> TrainResult:
+           progress: bool, strategy, max_batches: int | None, stop, keep_steps: tuple) -> TrainResult:
     """``train`` after its checks, with ``out_dir`` locked."""
     import tensorflow as tf
 
@@ -503,7 +508,8 @@ def _train(loader, model_config: ModelConfig, train_config: TrainConfig, out_dir
                          states=gather_rows(strategy, states),  # (B, H) each, any strategy
                          vocab=loader.vocab, identity=identity,
                          progress={"epoch": epoch, "batch": pointer, "global_step": global_step,
-                                   "finished": finished, "history": history.to_dict()})
+                                   "finished": finished, "history": history.to_dict()},
+                         keep=keep_steps)
 
     train_step = make_train_step(model, optimizer, model_config, train_config, strategy)
     bar = _progress_bar(progress, total_steps, global_step)
@@ -540,9 +546,9 @@ def _train(loader, model_config: ModelConfig, train_config: TrainConfig, out_dir
                 bar.update(1)
                 if done_here % 10 == 0 or pointer == nb:
                     bar.set_postfix(epoch=epoch + 1, loss=f"{history.train_loss[-1]:.3f}", refresh=False)
-                if (train_config.checkpoint_every and global_step % train_config.checkpoint_every == 0
-                        and pointer < nb):
-                    save()
+                every = train_config.checkpoint_every
+                if pointer < nb and ((every and global_step % every == 0) or global_step in keep_steps):
+                    save()                                  # (the end of an epoch saves below)
             consistent = False
             epoch_losses = history.train_loss[len(history.train_loss) - nb:]
             history.epoch_train_loss.append(float(np.mean(epoch_losses)))

@@ -350,6 +350,23 @@ def test_mismatched_checkpoint_is_refused(run, tmp_path):
     assert again.finished
 
 
+def test_kept_snapshots_are_the_run_at_those_steps(short, tmp_path):
+    """``keep_steps``: checkpoints at those steps survive pruning, and each holds the weights the
+    run had then (the same run stopped there by ``max_batches`` is the reference)."""
+    config = ModelConfig(vocab_size=short.vocab_size, hidden_size=6, cell="gru")
+    tc = small(learning_rate=0.01, checkpoint_every=4)
+    train(short, config, tc, out_dir=tmp_path / "run", progress=False, keep_steps=(3, 9, 11))
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert names == ["ckpt-00000003", "ckpt-00000009", "ckpt-00000011", "ckpt-00000018"]  # 18: the end
+    for step in (3, 11):
+        stopped = train(short, config, tc, out_dir=tmp_path / f"stopped-{step}", progress=False, max_batches=step)
+        snapshot = load_checkpoint(tmp_path / "run" / f"ckpt-{step:08d}")[0]
+        for a, b in zip(weights_of(snapshot), weights_of(stopped.model)):
+            np.testing.assert_array_equal(a, b)
+    progress = json.loads((tmp_path / "run" / "ckpt-00000009" / "progress.json").read_text())
+    assert (progress["epoch"], progress["batch"], len(progress["history"]["val_loss"])) == (1, 0, 1)  # epoch end
+
+
 def test_evaluation_cache_does_not_keep_models_alive(run):
     import gc
     import weakref
