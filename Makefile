@@ -9,11 +9,12 @@ export IPYTHONDIR := $(CURDIR)/.ipython
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup book test test-lib test-notebooks test-portability test-render browser execute bench spread clean help
+.PHONY: setup book test test-lib test-slow test-notebooks test-portability test-render browser execute bench spread clean help
 
 help:
 	@echo "make book   - set up .venv and build the HTML book into _build/html (offline, warnings are errors)"
-	@echo "make test   - set up .venv, run the library tests, the notebooks (strict nbval), the portability pass, build, check the pages"
+	@echo "make test   - set up .venv, run all library tests, the notebooks (strict nbval), the portability pass, build, check the pages"
+	@echo "make test-lib - the quick library tests (about a minute and a half; 'make test-slow' runs the end-to-end ones)"
 	@echo "make test-portability - re-run the chapters that train on another CPU instruction set, against the same stored outputs"
 	@echo "make execute NB=chapters/01_recurrent_networks.ipynb - re-execute one chapter in a fresh kernel and save it"
 	@echo "make bench  - print training and sampling throughput figures"
@@ -33,8 +34,13 @@ book: setup
 	$(BIN)/jupyter-book build . --builder html --warningiserror --nitpick --keep-going
 	test -f _build/html/index.html
 
+# The library's tests in two parts: the quick ones, and the end-to-end runs marked `slow`
+# (subprocesses, multi-device runs, whole small trainings).  `make test` runs both.
 test-lib: setup
-	$(BIN)/pytest tests/ -m "not render"
+	$(BIN)/pytest tests/ -m "not render and not slow"
+
+test-slow: setup
+	$(BIN)/pytest tests/ -m "slow and not render"
 
 test-notebooks: setup
 	$(BIN)/pytest --nbval chapters/
@@ -66,7 +72,7 @@ browser:
 test-render: setup browser
 	$(BIN)/pytest tests/ -m render
 
-test: test-lib test-notebooks test-portability book test-render
+test: test-lib test-slow test-notebooks test-portability book test-render
 
 execute: setup
 	@test -n "$(NB)" || (echo "usage: make execute NB=chapters/<notebook>.ipynb" && false)

@@ -436,7 +436,9 @@ def check_same_run(ckpt: Path, vocab, identity: dict, may_differ=()) -> tuple[di
             f"{out_dir} holds a checkpoint trained with a different vocabulary "
             f"({len(saved_vocab)} characters vs {len(vocab)} now): it is another "
             f"corpus. Use another out_dir, or delete {out_dir} to start over.")
-    diffs = describe_mismatch(_without(saved_identity, may_differ), _without(identity, may_differ))
+    # Bookkeeping fields never count, also where an older version of the library recorded them.
+    ignored = (*may_differ, *(f"train.{field}" for field in BOOKKEEPING_FIELDS))
+    diffs = describe_mismatch(_without(saved_identity, ignored), _without(identity, ignored))
     if diffs:
         message = (f"{out_dir} holds a checkpoint of a different run:\n  " + "\n  ".join(diffs)
                    + f"\nUse another out_dir, delete {out_dir} to start over, or pass the "

@@ -218,9 +218,10 @@ class Sampler:
     chunk to chunk.  Mode and temperature are tensors, so changing them does not
     recompile; a new number of streams compiles once more.  ``jit_compile=None`` (auto)
     uses XLA for up to ``XLA_MAX_STREAMS`` streams -- XLA fuses a step's many tiny ops
-    into a few kernels, 5-10x faster for one stream on a CPU -- and TensorFlow's
-    ordinary graph executor for more, whose matrix kernels win once the batch is wide.  The same loop feeds the prime: at prime positions the
-    next input is *forced* to the prime's next character instead of chosen.
+    into a few kernels, which is much faster for a few streams on a CPU (chapter 6 times
+    it) -- and TensorFlow's ordinary graph executor for more, whose matrix kernels win once
+    the batch is wide.  The same loop feeds the prime: at prime positions the next input is
+    *forced* to the prime's next character instead of chosen.
     """
 
     XLA_MAX_STREAMS = 64

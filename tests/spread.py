@@ -47,10 +47,11 @@ def one_run(seed: int, holdout: str = "last") -> dict[str, float]:
     import tensorflow as tf
 
     from charrnn_lib import probe, sample
+    from charrnn_lib.config import ModelConfig, TrainConfig
     from charrnn_lib.data import TextLoader
-    from charrnn_lib.model import ModelConfig, zero_states
+    from charrnn_lib.model import zero_states
     from charrnn_lib.repro import seed_everything
-    from charrnn_lib.train import TrainConfig, evaluate, train
+    from charrnn_lib.train import evaluate, train
 
     seed_everything(seed)
     corpus, cache = "shakespeare", None

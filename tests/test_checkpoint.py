@@ -277,6 +277,27 @@ def test_check_same_run_may_let_a_field_differ(parts, tmp_path):
     assert error.value.differences == ("train.num_epochs: checkpoint 2, now 5",)
 
 
+def test_a_checkpoint_that_recorded_speed_knobs_or_an_old_init_name_still_matches(parts, tmp_path):
+    """Older versions wrote ``fused``/``row_groups`` into the identity and called the deck's
+    initialisation ``"deck"``: such a checkpoint belongs to the same run today."""
+    old = json.loads(json.dumps(IDENTITY))
+    old["train"].update(fused=True, row_groups=2, checkpoint_every=200)
+    old["model"]["init"] = "deck"
+    model, optimizer, states = parts
+    ckpt = save_checkpoint(tmp_path, model=model, optimizer=optimizer, states=states, vocab=VOCAB,
+                           identity=old, progress={"epoch": 0, "batch": 3, "global_step": 3,
+                                                   "finished": False, "history": {}})
+    now = json.loads(json.dumps(IDENTITY))
+    now["model"]["init"] = "unit_normal"
+    saved, _ = check_same_run(ckpt, VOCAB, now)
+    assert saved["model"]["init"] == "unit_normal"
+    other = json.loads(json.dumps(now))
+    other["train"]["learning_rate"] = 0.1
+    with pytest.raises(CheckpointMismatchError) as error:     # a real difference is still one
+        check_same_run(ckpt, VOCAB, other)
+    assert error.value.differences == ("train.learning_rate: checkpoint 0.002, now 0.1",)
+
+
 def test_is_checkpoint_folder(parts, tmp_path):
     ckpt = save(tmp_path, parts, 1)
     assert checkpoint.is_checkpoint_folder(ckpt) and checkpoint.is_checkpoint_folder(tmp_path / "ckpt-00000007")

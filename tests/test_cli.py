@@ -252,6 +252,7 @@ def assert_one_line_error(result, code, message):
     assert len(ours) == 1 and message in ours[0], result.stderr
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_lines_stay_off_the_terminal(corpus, tmp_path):
     """TensorFlow writes CUDA/oneDNN/absl notices while it is imported, whatever
     TF_CPP_MIN_LOG_LEVEL says; the command line keeps them off unless --verbose."""

@@ -108,10 +108,12 @@ def _weights_close(a, b, tol=REL_TOL):
         np.testing.assert_allclose(y, x, rtol=0, atol=tol * max(1.0, np.abs(x).max()))
 
 
+@pytest.mark.slow
 def test_two_logical_cpu_devices_make_two_replicas(equivalence):
     assert len(equivalence["devices"]) == 2 and equivalence["replicas"] == 2
 
 
+@pytest.mark.slow
 def test_two_replicas_follow_the_one_device_loss_trajectory(equivalence):
     one, two = np.array(equivalence["one_10"]["loss"]), np.array(equivalence["two_10"]["loss"])
     assert len(one) == 10 and np.all(np.isfinite(one))
@@ -120,12 +122,14 @@ def test_two_replicas_follow_the_one_device_loss_trajectory(equivalence):
     _weights_close(equivalence["one_10"]["weights"], equivalence["two_10"]["weights"])
 
 
+@pytest.mark.slow
 def test_clipping_uses_the_norm_of_the_full_batch_gradient(equivalence):
     norms_1, norms_2 = np.array(equivalence["one_10"]["norm"]), np.array(equivalence["two_10"]["norm"])
     np.testing.assert_allclose(norms_2, norms_1, rtol=REL_TOL)
     assert (norms_1 > equivalence["clip"]).any(), "the test must exercise clipping"
 
 
+@pytest.mark.slow
 def test_each_replica_carries_the_state_of_its_own_rows(equivalence):
     # The carried states saved after 10 batches, gathered in row order, equal the one-device
     # states: every replica carried the state of the same rows from batch to batch.
@@ -134,11 +138,13 @@ def test_each_replica_carries_the_state_of_its_own_rows(equivalence):
     np.testing.assert_allclose(two, one, rtol=0, atol=REL_TOL * np.abs(one).max())
 
 
+@pytest.mark.slow
 def test_validation_after_ten_batches_agrees(equivalence):
     one, two = equivalence["one_10"]["val"], equivalence["two_10"]["val"]
     assert np.isfinite(one) and two == pytest.approx(one, rel=REL_TOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["one_then_two", "two_then_one"])
 def test_a_checkpoint_resumes_under_another_strategy(equivalence, name):
     # Interrupted after 5 batches (state carried) under one strategy, resumed for 5 more under
@@ -150,6 +156,7 @@ def test_a_checkpoint_resumes_under_another_strategy(equivalence, name):
     _weights_close(whole["weights"], resumed["weights"])
 
 
+@pytest.mark.slow
 def test_mixed_precision_on_two_replicas_follows_one_device(equivalence):
     one, two = np.array(equivalence["mixed_one"]), np.array(equivalence["mixed_two"])
     assert len(one) == 6 and np.isfinite(one).all()
@@ -157,6 +164,7 @@ def test_mixed_precision_on_two_replicas_follows_one_device(equivalence):
     np.testing.assert_allclose(one, equivalence["one_10"]["loss"][:6], rtol=1e-2)  # close to float32
 
 
+@pytest.mark.slow
 def test_rows_are_split_contiguously_and_gathered_back(equivalence):
     probe = np.array(equivalence["probe"])
     first, second = (np.array(p) for p in equivalence["parts"])
@@ -300,6 +308,7 @@ def test_mixed_precision_training_runs_stays_finite_and_resumes(tmp_path):
 # --------------------------------------------------------------------------- the command line
 
 
+@pytest.mark.slow
 def test_cli_trains_on_two_replicas_and_resumes_on_one(tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("to be or not to be, that is the question.\n" * 20, encoding="utf-8")

@@ -170,6 +170,7 @@ def test_clipping_is_applied_in_the_step(short):
     assert moves[1e-9] < 0.001
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("groups", [2, 3])
 def test_row_groups_compute_the_one_group_step(groups, short):
     """The fused step over 2 or 3 groups of rows (3 groups of 4 rows: sizes 2, 1, 1) gives the
@@ -207,6 +208,7 @@ def test_fast_path_and_reference_agree_over_several_updates(short):
         np.testing.assert_allclose(x, y, rtol=0, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_a_run_resumes_with_other_speed_knobs(short, tmp_path):
     """The speed knobs are not part of a run's identity: a run saved by the fast path resumes
     with the reference step (and the other way round) and ends where the uninterrupted run
@@ -223,6 +225,7 @@ def test_a_run_resumes_with_other_speed_knobs(short, tmp_path):
         np.testing.assert_allclose(x, y, rtol=0, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_train_leaves_op_determinism_alone(tmp_path):
     """``train`` seeds Keras's generators (the seed names the initial weights) but does not switch
     TensorFlow's op determinism on for the whole process: that is the caller's choice."""
@@ -398,6 +401,7 @@ def same_run(a, b):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_stop_saves_between_batches_and_resumes_exactly(short, tmp_path):
     """``stop=`` (what the command line's Ctrl-C handler sets) stops before batch 5 with a checkpoint;
     a KeyboardInterrupt between batches still saves and is re-raised; both resume exactly."""
@@ -445,6 +449,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(short, tmp_path):
     assert all(np.isfinite(w).all() for w in weights_of(model))
 
 
+@pytest.mark.slow
 def test_num_epochs_may_grow_under_the_constant_schedule(short, tmp_path):
     config = ModelConfig(vocab_size=short.vocab_size, hidden_size=8, cell="gru")
     whole = train(short, config, small(learning_rate=0.01), out_dir=tmp_path / "whole", progress=False)
