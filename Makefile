@@ -50,7 +50,7 @@ test-notebooks: setup
 # trained anew, on an instruction set below this CPU's best (tests/isa_setting.py picks it
 # and proves that it changes float32 results here), and are compared with the same stored
 # outputs.  An output that depends on the CPU fails here, on any machine.
-PORTABLE := chapters/03_lstm_gru.ipynb chapters/05_training_charrnn.ipynb chapters/06_sampling.ipynb chapters/07_scaling_up.ipynb chapters/08_fast_cpu.ipynb
+PORTABLE := chapters/03_lstm_gru.ipynb chapters/05_training_charrnn.ipynb chapters/06_sampling.ipynb chapters/a1_scaling_up.ipynb chapters/a2_fast_cpu.ipynb
 PORTABILITY_DATA := $(CURDIR)/_build/portability-data
 test-portability: setup
 	rm -rf $(PORTABILITY_DATA)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn_lib.config import SPEED_FIELDS, ModelConfig
+from charrnn_lib.config import SPEED_FIELDS, TransformerConfig, config_from_dict
 
 __all__ = [
     "BOOKKEEPING_FIELDS",
@@ -195,7 +195,8 @@ def save_checkpoint(out_dir: Path, *, model, optimizer, states, vocab, identity:
     final = out_dir / f"ckpt-{progress['global_step']:08d}"
     if not missing_files(final):
         return final  # this step is saved already, and a run's state is a function of its step
-    state = np.stack([np.asarray(s) for s in states]).astype(np.float32)  # (n_states, B, H)
+    state = (np.stack([np.asarray(s) for s in states]).astype(np.float32) if len(states)  # (n_states, B, H)
+             else np.zeros((0, 0, 0), np.float32))            # a model without a carried state
     if not _all_finite([state] + _values(model.weights)):
         raise CheckpointError(f"not saving step {progress['global_step']} into {out_dir}: its weights or "
                               "state are not finite (NaN or infinity), i.e. training diverged")
@@ -231,8 +232,9 @@ def _check_model_fields(model) -> None:
     """A saved ``ModelConfig`` dict must build one (an older library's init names are renamed)."""
     if not isinstance(model, dict):
         raise ValueError("'model' is not a JSON object")
-    model["init"] = _RENAMED_INITS.get(model.get("init"), model.get("init"))
-    ModelConfig.from_dict(model)
+    if "init" in model:
+        model["init"] = _RENAMED_INITS.get(model["init"], model["init"])
+    config_from_dict(model)
 
 
 def _check_progress_fields(progress) -> None:
@@ -283,7 +285,7 @@ def model_config_of(identity: dict, ckpt: Path):
     """The ``ModelConfig`` saved in a checkpoint's identity."""
 
     try:
-        return ModelConfig.from_dict(identity["model"])
+        return config_from_dict(identity["model"])
     except (ValueError, KeyError, TypeError) as exc:
         raise _damaged(Path(ckpt), "config.json", f"its model configuration: {exc}") from None
 
@@ -317,7 +319,8 @@ def load_weights(model, ckpt: Path) -> None:
 
 
 def load_checkpoint(out_dir, batch_size: int | None = None):
-    """``(model, vocab, model_config)`` from the newest checkpoint in ``out_dir``.
+    """``(model, vocab, model_config)`` from the newest checkpoint in ``out_dir`` (a ``ModelConfig``
+    and its Keras model, or a ``TransformerConfig`` and a ``charrnn_lib.transformer`` model).
 
     ``batch_size`` fixes the model's batch dimension (``None``: free), e.g. 1 for sampling.
     """
@@ -332,7 +335,12 @@ def load_checkpoint(out_dir, batch_size: int | None = None):
     if len(vocab) != model_config.vocab_size:
         raise CheckpointMismatchError(f"checkpoint {ckpt}: vocab.json has {len(vocab)} characters "
                                       f"but the model expects {model_config.vocab_size}")
-    model = build_model(model_config, batch_size=batch_size)
+    if isinstance(model_config, TransformerConfig):
+        from charrnn_lib.transformer import build_transformer
+
+        model = build_transformer(model_config)
+    else:
+        model = build_model(model_config, batch_size=batch_size)
     load_weights(model, ckpt)
     return model, vocab, model_config
 
@@ -403,6 +411,7 @@ def restore_state(ckpt: Path, shape: tuple[int, int, int]) -> np.ndarray:
             raise ValueError("an .npz archive, not a single array")
     except Exception as exc:  # noqa: BLE001 -- any failure to parse means damaged
         raise _damaged(ckpt, "state.npy", _load_failure(exc, "a NumPy .npy array")) from None
+    shape = shape if shape[0] else (0, 0, 0)          # a model without a carried state stores none
     if state.dtype != np.float32 or tuple(state.shape) != tuple(shape):
         raise _damaged(ckpt, "state.npy", f"{state.dtype} array of shape {state.shape}, expected float32 "
                                           f"{tuple(shape)}")

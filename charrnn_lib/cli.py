@@ -346,6 +346,9 @@ def _check_sample(args, parser):
     if args.mode == "space" and " " not in vocab.chars:
         parser.error("--mode space needs a space character in the model's vocabulary")
     model = identity["model"]
+    if model.get("architecture") == "transformer":
+        parser.error(f"--checkpoint {str(args.checkpoint)!r} holds a Transformer (chapter 7): the command line "
+                     f"samples the recurrent models; use charrnn_lib.transformer.TransformerSampler")
     available = resources.available_memory()
     need = resources.sampling_bytes(model, args.streams, args.length)
     if available is not None and need > available:

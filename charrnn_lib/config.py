@@ -38,10 +38,12 @@ __all__ = [
     "SPEED_FIELDS",
     "STRATEGIES",
     "TrainConfig",
+    "TransformerConfig",
+    "config_from_dict",
     "preset",
 ]
 
-CELLS = ("lstm", "gru", "rnn", "peephole")
+CELLS = ("lstm", "gru", "rnn", "peephole", "mingru")
 # "keras": Keras's defaults (embedding uniform(-0.05, 0.05), logits Glorot-uniform, bias 0);
 # "unit_normal": embedding, logits weights and logits bias all N(0, 1) (the deck's tf.random_normal);
 # "unit_embedding": embedding N(0, 1), logits layer as Keras's (chapter 5: trains best of the three).
@@ -70,7 +72,7 @@ class ModelConfig:
     vocab_size: int                        # K
     hidden_size: int = 128                 # H
     num_layers: int = 2                    # L
-    cell: Literal["lstm", "gru", "rnn", "peephole"] = "lstm"
+    cell: Literal["lstm", "gru", "rnn", "peephole", "mingru"] = "lstm"
     embedding_dim: int | None = None       # E; None: same as hidden_size, as in the deck
     dropout: float = 0.0                   # between layers only (no recurrent dropout: keeps cuDNN eligible)
     init: Literal["keras", "unit_normal", "unit_embedding"] = "keras"   # see INITS
@@ -111,6 +113,71 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of a small decoder-only character Transformer (chapter 7, ``charrnn_lib.transformer``).
+
+    It trains with the same ``train`` as a ``ModelConfig``; it carries no state from batch to
+    batch (``num_states == 0``), and it reads at most ``context`` characters at once, so
+    ``TrainConfig.seq_length`` must not exceed ``context``.
+    """
+
+    vocab_size: int          # K
+    d_model: int = 128       # d: the width of every position's vector
+    num_layers: int = 2      # L: blocks
+    num_heads: int = 4       # heads per attention layer; d_head = d_model / num_heads
+    context: int = 128       # the most positions the model reads (rows of the position embedding)
+    mlp_ratio: int = 4       # the MLP's hidden width is mlp_ratio * d_model
+    dropout: float = 0.0     # on the embeddings, the attention weights and both residual branches
+
+    def __post_init__(self):
+        if not _positive_int(self.vocab_size) or self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
+        for name in ("d_model", "num_layers", "num_heads", "context", "mlp_ratio"):
+            value = getattr(self, name)
+            if not _positive_int(value):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model must be a multiple of num_heads, got d_model={self.d_model} and "
+                             f"num_heads={self.num_heads}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) \
+                or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+
+    @property
+    def d_head(self) -> int:
+        """The width of one head: d_model / num_heads."""
+        return self.d_model // self.num_heads
+
+    @property
+    def num_states(self) -> int:
+        """No state is carried from one batch to the next: every window starts afresh."""
+        return 0
+
+    @property
+    def hidden_size(self) -> int:
+        """The width of every position's vector (the name the training loop uses for it)."""
+        return self.d_model
+
+    def to_dict(self) -> dict:
+        return {"architecture": "transformer", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransformerConfig":
+        d = {k: v for k, v in d.items() if k != "architecture"}
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TransformerConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+def config_from_dict(d: dict):
+    """A ``ModelConfig`` or a ``TransformerConfig`` from its ``to_dict()`` (what a checkpoint stores)."""
+    if d.get("architecture") == "transformer":
+        return TransformerConfig.from_dict(d)
+    return ModelConfig.from_dict(d)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -155,6 +155,8 @@ def split_rows(strategy, values):
 
     single = not isinstance(values, (list, tuple))
     items = [values] if single else list(values)
+    if not items:              # no states to carry (a model without a recurrent state)
+        return []
     b = per_replica_batch_size(strategy, int(items[0].shape[0]))
 
     try:  # one device per replica (Mirrored, OneDevice, TPU); the default strategy has none

@@ -16,14 +16,15 @@ Three initialisations (``ModelConfig.init``, defined in ``charrnn_lib.config``):
 ``"keras"``, Keras's defaults; ``"unit_normal"``, the deck's, which draws the embedding and
 the softmax weights and bias from a unit normal (``tf.random_normal``), so that the
 untrained model's loss is well above ``ln K``; and ``"unit_embedding"``, the unit-normal
-embedding with Keras's output layer (chapter 5 explains why it trains best of the three).  ``parameter_count`` and ``flops_per_char`` give the model's size and
-cost in closed form.
+embedding with Keras's output layer (chapter 5 explains why it trains best of the three).  ``parameter_count`` and ``flops_per_char`` (from
+``charrnn_lib.resources``) give the model's size and cost in closed form.
 """
 from __future__ import annotations
 
 import keras
 
 from charrnn_lib.config import CELLS, INITS, ModelConfig  # noqa: F401  (re-exported: chapter 5 imports them here)
+from charrnn_lib.resources import flops_per_char, gates_per_cell, parameter_count  # noqa: F401  (closed forms)
 
 __all__ = ["CELLS", "INITS", "ModelConfig", "build_model", "flops_per_char", "gates_per_cell",
            "parameter_count", "recurrent_layers", "zero_states"]
@@ -38,6 +39,10 @@ def _recurrent_layer(config: ModelConfig, index: int, dtype=None) -> keras.layer
         return keras.layers.GRU(H, **common)
     if config.cell == "rnn":
         return keras.layers.SimpleRNN(H, **common)
+    if config.cell == "mingru":
+        from charrnn_lib.mingru import MinGRU  # chapter 7: gates from the input alone, a parallel scan
+
+        return MinGRU(H, **common)
     from charrnn_lib.peephole import PeepholeLSTMCell  # chapter 3
 
     return keras.layers.RNN(PeepholeLSTMCell(H, dtype=dtype), **common)
@@ -80,45 +85,6 @@ def build_model(config: ModelConfig, batch_size: int | None = None,
     logits = keras.layers.Dense(config.vocab_size, kernel_initializer=out_kernel, bias_initializer=out_bias,
                                 name="logits", dtype="float32" if dtype_policy else None)(x)  # (batch, time, vocab)
     return keras.Model([ids, *state_inputs], [logits, *new_states], name=f"charrnn_{config.cell}")
-
-
-def gates_per_cell(cell: str) -> int:
-    """How many (D + H) -> H affine maps a cell computes per step: 4 for an LSTM, 3 for a GRU, 1 for an RNN."""
-    return {"lstm": 4, "peephole": 4, "gru": 3, "rnn": 1}[cell]
-
-
-def parameter_count(config: ModelConfig) -> int:
-    """Closed-form number of trainable parameters of ``build_model(config)``.
-
-    Embedding ``K E``; per recurrent layer with input size ``D`` (``E`` for the first, ``H``
-    after): ``G H (D + H)`` weights plus the biases (``G H``; a Keras GRU with
-    ``reset_after=True`` has two bias vectors, ``2 * 3H``; a peephole LSTM adds ``3H``
-    peephole weights); output layer ``K H + K``.
-    """
-    K, E, H, G = config.vocab_size, config.embed_size, config.hidden_size, gates_per_cell(config.cell)
-    total = K * E + H * K + K
-    for layer in range(config.num_layers):
-        D = E if layer == 0 else H
-        biases = 2 * G * H if config.cell == "gru" else G * H
-        peepholes = 3 * H if config.cell == "peephole" else 0
-        total += G * H * (D + H) + biases + peepholes
-    return total
-
-
-def flops_per_char(config: ModelConfig, training: bool = True) -> int:
-    """Floating-point operations per character: the matrix products, 2 per multiply-add.
-
-    Forward: ``2 G H (D + H)`` per layer plus ``2 H K`` for the logits (the embedding is a
-    lookup; the elementwise gate arithmetic, O(H), is left out).  Training adds the backward
-    pass, which costs about twice the forward (a gradient for the inputs and one for the
-    weights of every product): ``3 x`` forward.
-    """
-    K, E, H, G = config.vocab_size, config.embed_size, config.hidden_size, gates_per_cell(config.cell)
-    forward = 2 * H * K
-    for layer in range(config.num_layers):
-        D = E if layer == 0 else H
-        forward += 2 * G * H * (D + H)
-    return 3 * forward if training else forward
 
 
 def zero_states(config: ModelConfig, batch_size: int) -> list:

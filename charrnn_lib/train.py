@@ -60,7 +60,7 @@ import numpy as np
 
 from charrnn_lib import checkpoint, outdir
 from charrnn_lib.checkpoint import CheckpointError, CheckpointMismatchError
-from charrnn_lib.config import ModelConfig, TrainConfig
+from charrnn_lib.config import ModelConfig, TrainConfig, TransformerConfig
 from charrnn_lib.distribute import gather_rows, per_replica_batch_size, split_rows
 from charrnn_lib.model import build_model, zero_states
 
@@ -184,8 +184,13 @@ def build_for_training(model_config: ModelConfig, train_config: TrainConfig, str
 
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():  # variables: one copy per replica under a multi-device strategy
-        model = build_model(model_config, batch_size=batch_size,
-                            dtype_policy="mixed_float16" if train_config.mixed_precision else None)
+        if isinstance(model_config, TransformerConfig):      # chapter 7's Transformer
+            from charrnn_lib.transformer import build_transformer
+
+            model = build_transformer(model_config)
+        else:
+            model = build_model(model_config, batch_size=batch_size,
+                                dtype_policy="mixed_float16" if train_config.mixed_precision else None)
         optimizer = keras.optimizers.Adam(learning_rate=train_config.learning_rate)
         if train_config.mixed_precision:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # dynamic loss scaling
@@ -230,6 +235,10 @@ def _loss_and_grads_for(model, optimizer, model_config: ModelConfig, train_confi
 
     from charrnn_lib import fast
 
+    if isinstance(model_config, TransformerConfig):
+        from charrnn_lib.transformer import transformer_loss_and_grads
+
+        return transformer_loss_and_grads(model)
     if fast.uses_fused_step(model_config, train_config):
         rows = per_replica_batch_size(strategy, train_config.batch_size)
         return fast.fused_loss_and_grads(model, model_config, rows, train_config.row_groups)
@@ -316,7 +325,10 @@ def _eval_step(model, model_config: ModelConfig, batch_size: int, seq_length: in
 
     @tf.function(input_signature=signature)
     def eval_step(x, y, *states):
-        logits, *new_states = model_ref()([x, *states], training=False)  # (B, T, K)
+        if states:
+            logits, *new_states = model_ref()([x, *states], training=False)  # (B, T, K)
+        else:                                   # a model without a carried state: ids -> logits
+            logits, new_states = model_ref()(x, training=False), []
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
         return (tf.reduce_mean(losses), *[tf.cast(s, tf.float32) for s in new_states])
 
@@ -407,7 +419,7 @@ def _diverged(loss: float, norm: float, global_step: int, epoch: int, out_dir: P
         step=global_step + 1, epoch=epoch + 1, loss=loss, grad_norm=norm, checkpoint=last)
 
 
-def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainConfig(),
+def train(loader, model_config: ModelConfig | TransformerConfig, train_config: TrainConfig = TrainConfig(),
           out_dir=None, progress: bool = True, strategy=None,
           max_batches: int | None = None, stop=None, keep_steps=()) -> TrainResult:
     """Train a char-rnn on ``loader``'s batches; resume from ``out_dir`` if it holds this run.
@@ -439,6 +451,12 @@ def train(loader, model_config: ModelConfig, train_config: TrainConfig = TrainCo
     if model_config.vocab_size != loader.vocab_size:
         raise ValueError(f"model_config.vocab_size={model_config.vocab_size} but the corpus has "
                          f"{loader.vocab_size} characters; use ModelConfig(vocab_size=loader.vocab_size)")
+    if isinstance(model_config, TransformerConfig):
+        if train_config.seq_length > model_config.context:
+            raise ValueError(f"seq_length={train_config.seq_length} is longer than the Transformer's context="
+                             f"{model_config.context}: use seq_length <= context")
+        if train_config.mixed_precision:
+            raise ValueError("mixed precision is implemented for the recurrent models only")
     strategy = strategy or tf.distribute.get_strategy()
     per_replica_batch_size(strategy, train_config.batch_size)  # or a clear error
     if out_dir is None:

@@ -58,13 +58,14 @@ attention to the characters dropped.)
 
 Shapes: ids (batch, time) int32, time <= context; activations (batch, time, d_model);
 per head (batch, heads, time, d_head); logits (batch, time, K).  The cache is a list with
-one ``(keys, values)`` pair per layer, each (batch, heads, positions, d_head) float32.
+one ``(keys, values)`` pair per layer, each (batch, heads, positions, d_head) float32; the
+XLA-compiled generation loop preallocates it instead as one (layers, 2, batch, heads,
+context, d_head) buffer, written a slot per character (``TransformerSampler``).
 Training plugs into the book's step: ``make_train_step(model, optimizer, None, train_config,
 loss_and_grads=transformer_loss_and_grads(model))``, called with ``states=[]``.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 
@@ -72,8 +73,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from charrnn_lib.sample import (MODES, SamplingError, check_options, check_prime, softmax_with_temperature,
-                                uniforms, weighted_pick)
+from charrnn_lib.config import TransformerConfig  # noqa: F401  (defined with the other configurations)
+from charrnn_lib.sample import MODES, SamplingError, _choose, check_options, check_prime, uniforms
 
 __all__ = ["Block", "CausalSelfAttention", "CharTransformer", "TransformerConfig", "TransformerSampler",
            "build_transformer", "cache_bytes", "causal_mask", "transformer_loss_and_grads",
@@ -81,52 +82,6 @@ __all__ = ["Block", "CausalSelfAttention", "CharTransformer", "TransformerConfig
 
 LAYER_NORM_EPSILON = 1e-5   # nanoGPT's (PyTorch's default); Keras's default is 1e-3
 INIT_STDDEV = 0.02          # GPT-2's initialisation: N(0, 0.02) weights, zero biases
-
-
-def _positive_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-
-
-@dataclasses.dataclass(frozen=True)
-class TransformerConfig:
-    """Architecture of a character Transformer.  Plain Python; checks itself when built."""
-
-    vocab_size: int          # K
-    d_model: int = 128       # d: the width of every position's vector
-    num_layers: int = 2      # L: blocks
-    num_heads: int = 4       # heads per attention layer; d_head = d_model / num_heads
-    context: int = 128       # the most positions the model reads (rows of the position embedding)
-    mlp_ratio: int = 4       # the MLP's hidden width is mlp_ratio * d_model
-    dropout: float = 0.0     # on the embeddings, the attention weights and both residual branches
-
-    def __post_init__(self):
-        if not _positive_int(self.vocab_size) or self.vocab_size < 2:
-            raise ValueError(f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
-        for name in ("d_model", "num_layers", "num_heads", "context", "mlp_ratio"):
-            value = getattr(self, name)
-            if not _positive_int(value):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.d_model % self.num_heads:
-            raise ValueError(f"d_model must be a multiple of num_heads, got d_model={self.d_model} and "
-                             f"num_heads={self.num_heads}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) \
-                or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
-
-    @property
-    def d_head(self) -> int:
-        """The width of one head: d_model / num_heads."""
-        return self.d_model // self.num_heads
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TransformerConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TransformerConfig fields: {sorted(unknown)}")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------- the layers
@@ -154,7 +109,8 @@ class CausalSelfAttention(keras.layers.Layer):
     """Multi-head causal self-attention with its own q, k, v and output projections.
 
     ``call(x)`` runs a whole sequence; ``call_cached(x, past_k, past_v)`` runs new positions
-    against cached keys and values, with the same weights.
+    against a growing cache of keys and values, ``call_slot`` one position against a
+    preallocated one: three uses of the same weights.
     """
 
     def __init__(self, d_model, num_heads, dropout=0.0, out_stddev=INIT_STDDEV, **kwargs):
@@ -180,10 +136,10 @@ class CausalSelfAttention(keras.layers.Layer):
         shape = tf.shape(x)
         return tf.reshape(x, [shape[0], shape[1], self.d_model])
 
-    def _attend(self, q, k, v, training=None):
-        """softmax(q k^T / sqrt(d_head) + mask) v.  q (b, h, Tq, dh); k, v (b, h, Tk, dh)."""
+    def _attend(self, q, k, v, mask, training=None):
+        """softmax(q k^T / sqrt(d_head) + mask) v.  q (b, h, Tq, dh); k, v (b, h, Tk, dh); mask (Tq, Tk)."""
         scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(self.d_head)     # (b, h, Tq, Tk)
-        scores = scores + causal_mask(tf.shape(q)[2], tf.shape(k)[2])           # -inf above the diagonal
+        scores = scores + mask                                                  # -inf: may not look
         weights = tf.nn.softmax(scores, axis=-1)                                # rows sum to 1
         weights = self.attention_dropout(weights, training=training)
         return tf.matmul(weights, v)                                            # (b, h, Tq, dh)
@@ -192,7 +148,8 @@ class CausalSelfAttention(keras.layers.Layer):
         q = self._split_heads(self.query(x))         # (batch, heads, time, d_head)
         k = self._split_heads(self.key(x))
         v = self._split_heads(self.value(x))
-        return self.out(self._merge_heads(self._attend(q, k, v, training)))   # (batch, time, d_model)
+        mask = causal_mask(tf.shape(x)[1], tf.shape(x)[1])                      # (time, time): -inf above the diagonal
+        return self.out(self._merge_heads(self._attend(q, k, v, mask, training)))   # (batch, time, d_model)
 
     def call_cached(self, x, past_k, past_v):
         """New positions ``x`` (b, Tn, d_model) after ``n`` cached ones (b, h, n, dh).
@@ -202,7 +159,23 @@ class CausalSelfAttention(keras.layers.Layer):
         k = tf.concat([past_k, self._split_heads(self.key(x))], axis=2)        # (b, h, n + Tn, dh)
         v = tf.concat([past_v, self._split_heads(self.value(x))], axis=2)
         q = self._split_heads(self.query(x))                                    # (b, h, Tn, dh)
-        return self.out(self._merge_heads(self._attend(q, k, v, training=False))), k, v
+        mask = causal_mask(tf.shape(q)[2], tf.shape(k)[2])                      # (Tn, n + Tn)
+        return self.out(self._merge_heads(self._attend(q, k, v, mask))), k, v
+
+    def call_slot(self, x, k_buffer, v_buffer, n):
+        """One new position ``x`` (b, 1, d_model) at position ``n``, with a preallocated cache.
+
+        ``k_buffer``, ``v_buffer`` (b, h, C, dh) hold positions 0 .. n-1 in their first slots;
+        the new key and value go into slot ``n`` and the query attends to slots 0 .. n (the
+        later, empty slots are masked).  Fixed shapes: what XLA needs.
+        """
+        slots = tf.range(tf.shape(k_buffer)[2])                                  # (C,)
+        here = tf.equal(slots, n)[:, None]                                       # (C, 1): slot n
+        k = tf.where(here, self._split_heads(self.key(x)), k_buffer)             # (b, h, C, dh)
+        v = tf.where(here, self._split_heads(self.value(x)), v_buffer)
+        mask = tf.where(slots <= n, 0.0, -math.inf)[None, :]                     # (1, C)
+        q = self._split_heads(self.query(x))                                     # (b, h, 1, dh)
+        return self.out(self._merge_heads(self._attend(q, k, v, mask))), k, v
 
 
 class Block(keras.layers.Layer):
@@ -239,9 +212,15 @@ class Block(keras.layers.Layer):
         x = x + y
         return x + self._mlp(x), k, v
 
+    def call_slot(self, x, k_buffer, v_buffer, n):
+        y, k, v = self.attention.call_slot(self.ln1(x), k_buffer, v_buffer, n)
+        x = x + y
+        return x + self._mlp(x), k, v
+
 
 class CharTransformer(keras.Model):
-    """ids (batch, time) -> logits (batch, time, K); ``call_cached`` for generation with a cache."""
+    """ids (batch, time) -> logits (batch, time, K); ``call_cached`` and ``call_slot`` for
+    generation with a cache (growing, or preallocated for the compiled loop)."""
 
     def __init__(self, config: TransformerConfig, **kwargs):
         super().__init__(**{"name": "char_transformer", **kwargs})
@@ -283,6 +262,16 @@ class CharTransformer(keras.Model):
             x, k, v = block.call_cached(x, past_k, past_v)
             new_cache.append((k, v))                                          # (batch, heads, n + Tn, d_head)
         return self.head(self.ln_f(x)), new_cache
+
+    def call_slot(self, ids, buffer, n):
+        """One id per stream, ids (batch,), at position ``n``, with a preallocated cache ``buffer``
+        (layers, 2, batch, heads, context, d_head) -> (logits (batch, K), the buffer with slot n written)."""
+        x = self._embed(ids[:, None], n)                                      # (batch, 1, d_model)
+        written = []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block.call_slot(x, buffer[i, 0], buffer[i, 1], n)
+            written.append(tf.stack([k, v]))                                  # (2, batch, heads, context, d_head)
+        return self.head(self.ln_f(x))[:, 0], tf.stack(written)
 
     def empty_cache(self, batch_size: int = 1) -> list:
         """A cache with no positions: per layer (keys, values), each (batch, heads, 0, d_head)."""
@@ -358,18 +347,33 @@ def transformer_loss_and_grads(model):
 class TransformerSampler:
     """Generation with a KV cache; build once, call :meth:`generate` many times.
 
-    One compiled function, ``call_cached`` under ``tf.function`` (traced once: the time and
-    position dimensions are left free), serves both the prime (all its characters in one
-    parallel pass) and every later character (one position against the cache).  The
-    choice of the next character is ``charrnn_lib.sample``'s, in NumPy, with the seed's
-    uniform numbers drawn up front: the same seed gives the same text.  ``keep``: how many
-    characters are kept when the window slides (module docstring); ``context - 1`` by
-    default (exact sliding window).
+    Two forms of the same arithmetic:
+
+    * :meth:`prefill` and :meth:`step`, the cache as the module docstring describes it: a
+      list of per-layer (keys, values), (batch, heads, n, d_head), that grows by one
+      position per character, each new character one query against the ``n`` cached keys.
+      ``call_cached`` under one ``tf.function`` (time and positions left free) serves both
+      the prime (all its characters in one parallel pass) and each step.  Readable, and
+      what the tests hold against the full model; but one call per character, each costing
+      milliseconds of dispatch for a few hundred thousand FLOPs.
+    * :meth:`generate` / :meth:`generate_ids` run the steps inside one XLA-compiled
+      ``tf.while_loop``, as ``charrnn_lib.sample.Sampler`` does for the LSTM.  XLA needs fixed
+      shapes, so there the cache is preallocated, one (layers, 2, batch, heads, context,
+      d_head) buffer; step ``n`` writes slot ``n`` and its query attends to slots ``0 .. n``
+      (the empty rest is masked).  Each character then costs attention over all ``context``
+      slots, however many are filled.
+
+    The prime goes through :meth:`prefill`; the next character is chosen by
+    ``charrnn_lib.sample``'s rules (modes "argmax", "sample", "space", temperature) inside the
+    loop, with the seed's uniform numbers drawn up front: the same seed gives the same text.
+    ``keep``: how many characters are kept when the window slides (module docstring);
+    ``context - 1`` by default (exact sliding window).
     """
 
     def __init__(self, model: CharTransformer, vocab, config: TransformerConfig, keep: int | None = None):
         self.model, self.vocab, self.config = model, vocab, config
         self.chars = list(vocab.chars)
+        self.space_id = self.chars.index(" ") if " " in self.chars else -1
         self.keep = config.context - 1 if keep is None else keep
         if isinstance(self.keep, bool) or not isinstance(self.keep, numbers.Integral) \
                 or not 0 <= self.keep <= config.context - 1:
@@ -377,6 +381,10 @@ class TransformerSampler:
         part = tf.TensorSpec((None, config.num_heads, None, config.d_head), tf.float32)
         signature = [tf.TensorSpec((None, None), tf.int32), [(part, part)] * config.num_layers]
         self._run = tf.function(model.call_cached, input_signature=signature, autograph=False)
+        self._buffer = tf.function(self._prefill_buffer, input_signature=signature[:1], autograph=False)
+        self._loop = tf.function(self._segment, jit_compile=True, autograph=False)
+
+    # ---- the growing cache, one call per character
 
     def prefill(self, ids):
         """ids (batch, T), T <= context, at positions 0 .. T-1 -> (logits (batch, T, K), cache)."""
@@ -393,6 +401,42 @@ class TransformerSampler:
         logits, cache = self._run(tf.reshape(tf.convert_to_tensor(ids, tf.int32), (-1, 1)), cache)
         return logits[:, 0], cache
 
+    # ---- the compiled loop over a preallocated cache
+
+    def _prefill_buffer(self, ids):
+        """ids (batch, n), n >= 1 -> the buffer (layers, 2, batch, heads, context, d_head), slots < n filled."""
+        _, cache = self.model.call_cached(ids, self.model.empty_cache(tf.shape(ids)[0]))
+        free = self.config.context - tf.shape(ids)[1]
+        return tf.stack([tf.pad(tf.stack(kv), [[0, 0], [0, 0], [0, 0], [0, free], [0, 0]]) for kv in cache])
+
+    def buffer(self, ids):
+        """The preallocated cache after reading ids (batch, n), 0 <= n < context, at positions 0 .. n-1."""
+        ids = np.asarray(ids, np.int32)
+        if ids.shape[1] == 0:
+            c = self.config
+            return tf.zeros((c.num_layers, 2, ids.shape[0], c.num_heads, c.context, c.d_head))
+        return self._buffer(tf.constant(ids))
+
+    def _segment(self, x, buffer, n, steps, u, mode, temperature):
+        """Feed x (B,) at position n, choose the next id, feed it at n + 1, ... ``steps`` times.
+
+        u (B, context): the uniform numbers of the (at most context) steps.  Returns the chosen
+        ids (context, B), the logits they were chosen from (context, B, K) -- rows past
+        ``steps`` unused -- and the last id chosen (B,).
+        """
+        C = self.config.context
+        ids = tf.TensorArray(tf.int32, size=C, element_shape=x.shape)
+        logits_seen = tf.TensorArray(tf.float32, size=C, element_shape=(x.shape[0], self.config.vocab_size))
+
+        def body(t, x, buffer, ids, logits_seen):
+            logits, buffer = self.model.call_slot(x, buffer, n + t)                    # (B, K)
+            chosen = _choose(logits, x, u[:, t], mode, temperature, self.space_id)     # (B,)
+            return t + 1, chosen, buffer, ids.write(t, chosen), logits_seen.write(t, logits)
+
+        _, x, _, ids, logits_seen = tf.while_loop(lambda t, *_: t < steps, body,
+                                                  [tf.constant(0), x, buffer, ids, logits_seen])
+        return ids.stack(), logits_seen.stack(), x
+
     def window_start(self, start: int, index: int) -> int:
         """Where the window begins once the character at ``index`` is fed, if it began at ``start``.
 
@@ -406,41 +450,34 @@ class TransformerSampler:
         """``length`` ids after ``prime_ids`` -> (ids (length,) int32, logits (length, K) float32).
 
         ``logits[t]`` are the ones the ``t``-th id was chosen from: the model's last-position
-        logits for the current window of the text.
+        logits for the current window of the text.  The loop runs in segments: the window
+        before the next input is prefilled, then the compiled loop runs until the cache is
+        full (or ``length`` is reached), then the window slides.
         """
         check_options(mode, temperature, length)
-        text = [int(i) for i in prime_ids]
+        text, C = [int(i) for i in prime_ids], self.config.context
         if not text:
             raise SamplingError("prime must not be empty")
         start = 0
         for index in range(len(text)):
             start = self.window_start(start, index)
-        logits, cache = self.prefill(np.array([text[start:]], np.int32))    # the prime, in parallel
-        last = logits[0, -1].numpy()                                          # (K,)
-        u = uniforms(seed, length, 1)[0]                                      # (length,)
-        out = np.zeros(length, np.int32)
-        used = np.zeros((length, self.config.vocab_size), np.float32)
-        space = self.vocab.index.get(" ", -1) if hasattr(self.vocab, "index") else -1
-        for t in range(length):
-            used[t] = last
-            if mode == "argmax" or (mode == "space" and text[-1] != space):
-                k = int(np.argmax(last))
-            else:
-                k = weighted_pick(softmax_with_temperature(last, temperature).astype(np.float32), u[t])
-            text.append(k)
-            out[t] = k
-            if t == length - 1:
-                break
-            index = len(text) - 1
-            new_start = self.window_start(start, index)
-            if new_start != start:                                            # slide: re-prime on the window
-                start = new_start
-                logits, cache = self.prefill(np.array([text[start:]], np.int32))
-                last = logits[0, -1].numpy()
-            else:                                                             # one query against the cache
-                logits, cache = self.step(np.array([k], np.int32), cache)
-                last = logits[0].numpy()
-        return out, used
+        u = np.ones((1, length + C), np.float32)
+        u[:, :length] = uniforms(seed, length, 1)
+        mode_t, temperature_t = tf.constant(MODES.index(mode)), tf.constant(temperature, tf.float32)
+        ids, logits, done = np.zeros(length, np.int32), np.zeros((length, self.config.vocab_size), np.float32), 0
+        while done < length:
+            i = len(text) - 1                                # the next input; text[start:i] is cached
+            n = i - start
+            steps = min(length - done, C - n)
+            chosen, seen, _ = self._loop(tf.constant([text[i]]), self.buffer([text[start:i]]), tf.constant(n),
+                                         tf.constant(steps), tf.constant(u[:, done:done + C]), mode_t,
+                                         temperature_t)
+            ids[done:done + steps] = chosen.numpy()[:steps, 0]
+            logits[done:done + steps] = seen.numpy()[:steps, 0]
+            text += ids[done:done + steps].tolist()
+            done += steps
+            start = self.window_start(start, len(text) - 1)   # full: slides (unless done)
+        return ids, logits
 
     def generate(self, length: int = 1000, prime: str = " ", mode: str = "sample", temperature: float = 1.0,
                  seed: int = 0, include_prime: bool = True) -> str:
@@ -448,10 +485,7 @@ class TransformerSampler:
         "sample", "space"); the text starts with the prime when ``include_prime``."""
         check_options(mode, temperature, length)
         check_prime(prime, self.chars)
-        if mode == "space" and " " not in self.chars:
+        if mode == "space" and self.space_id < 0:
             raise SamplingError("mode 'space' needs a space character in the vocabulary; use 'sample' or 'argmax'")
         ids, _ = self.generate_ids(self.vocab.encode(prime), length, mode, temperature, seed)
         return (prime if include_prime else "") + "".join(self.chars[i] for i in ids)
-
-
-assert set(MODES) == {"argmax", "sample", "space"}   # the rules generate_ids implements

@@ -73,7 +73,8 @@ def test_flops_per_char_counts_the_models_own_kernels(cell):
     config = ModelConfig(vocab_size=13, hidden_size=6, num_layers=2, cell=cell, embedding_dim=5)
     model = build_model(config)
     kernels = [w for w in model.trainable_weights if w.path.endswith("kernel")]
-    assert len(kernels) == 2 * config.num_layers + 1
+    per_layer = 1 if cell == "mingru" else 2          # input kernel (and recurrent kernel)
+    assert len(kernels) == per_layer * config.num_layers + 1
     forward = 2 * sum(int(np.prod(w.shape)) for w in kernels)
     assert flops_per_char(config, training=False) == forward
     assert flops_per_char(config) == 3 * forward   # backward: two products per forward product

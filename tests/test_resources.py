@@ -3,14 +3,15 @@ should, and the search for what fits finds the boundary."""
 import pytest
 
 from charrnn_lib import resources
-from charrnn_lib.model import ModelConfig, parameter_count
+from charrnn_lib.config import CELLS, ModelConfig
+from charrnn_lib.model import build_model
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "peephole"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("embedding_dim", [None, 7])
-def test_parameter_count_agrees_with_the_model(cell, embedding_dim):
+def test_parameter_count_agrees_with_the_built_model(cell, embedding_dim):
     config = ModelConfig(vocab_size=11, hidden_size=13, num_layers=3, cell=cell, embedding_dim=embedding_dim)
-    assert resources.parameter_count(**config.to_dict()) == parameter_count(config)
+    assert resources.parameter_count(config) == build_model(config).count_params()
 
 
 def test_estimates_grow_with_the_model_and_the_batch():

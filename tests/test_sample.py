@@ -134,7 +134,7 @@ def test_xla_and_graph_executor_and_chunking_agree(lstm, vocab):
         assert chunked.generate(70, **kwargs) == reference, jit
 
 
-@pytest.mark.parametrize("cell", ["gru", "rnn", "peephole"])
+@pytest.mark.parametrize("cell", ["gru", "rnn", "peephole", "mingru"])
 def test_other_cells_compiled_equals_naive(vocab, cell):
     seed_everything(1)
     cfg = ModelConfig(len(vocab), hidden_size=8, num_layers=2, cell=cell, init="unit_normal")

@@ -127,7 +127,7 @@ def test_loss_decreases_and_history_is_complete(run):
     assert result.finished and result.global_step == n and result.chars_per_second is not None
 
 
-@pytest.mark.parametrize("cell", ["gru", "rnn", "peephole"])
+@pytest.mark.parametrize("cell", ["gru", "rnn", "peephole", "mingru"])
 def test_each_cell_trains_a_step(cell, short):
     """One update moves every trainable variable and lowers the loss of the batch it saw."""
     config = ModelConfig(vocab_size=short.vocab_size, hidden_size=6, cell=cell)
