@@ -58,15 +58,6 @@ def machine() -> str:
             f"TensorFlow {tf.__version__}, Keras {keras.__version__}")
 
 
-def _timed(fn, repeat: int) -> float:
-    """Seconds for ``repeat`` calls of ``fn`` (after one untimed warm-up call)."""
-    fn()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return time.perf_counter() - start
-
-
 def bench_compiled_training(loader, model_config, steps: int, fused: bool = True) -> float:
     """Characters per second of the library's training loop (``charrnn_lib.train.train``),
     with the fast path (``fused=True``, where it applies) or the reference step.
