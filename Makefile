@@ -9,10 +9,11 @@ export IPYTHONDIR := $(CURDIR)/.ipython
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONHASHSEED ?= 0
 
-.PHONY: bench-quality setup book test test-lib test-slow test-notebooks test-portability test-render browser execute bench spread clean help
+.PHONY: bench-quality setup book translations test test-lib test-slow test-notebooks test-portability test-render browser execute bench spread clean help
 
 help:
-	@echo "make book   - set up .venv and build the HTML book into _build/html (offline, warnings are errors)"
+	@echo "make book   - set up .venv and build the HTML book, English into _build/html and Korean into _build/html/ko (offline, warnings are errors)"
+	@echo "make translations - after an English change: refresh the Korean message catalogues and list what to translate"
 	@echo "make test   - set up .venv, run all library tests, the notebooks (strict nbval), the portability pass, build, check the pages"
 	@echo "make test-lib - the quick library tests (about two minutes; 'make test-slow' runs the end-to-end ones)"
 	@echo "make test-portability - re-run the chapters that train on another CPU instruction set, against the same stored outputs"
@@ -30,10 +31,21 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP)
 
+# Both editions: English into _build/html, Korean (same notebooks, locale/ko catalogues) into
+# _build/html/ko.  Jupyter Book's CLI cannot set Sphinx's language; book/translations.py
+# calls the same builder with the language added.
 book: setup
-	rm -rf _build/html _build/.doctrees
+	$(BIN)/python -m charrnn_lib.web _build/live_sampler/live_sampler_weights.js  # the live sampler's model (chapter 5's run; trained if missing)
+	rm -rf _build/html _build/.doctrees _build/.doctrees-ko
 	$(BIN)/jupyter-book build . --builder html --warningiserror --nitpick --keep-going
 	test -f _build/html/index.html
+	$(BIN)/python book/translations.py build
+	test -f _build/html/ko/book/index.html
+
+# After an English change: refresh the Korean catalogues (TRANSLATING.md), then translate.
+translations: setup
+	$(BIN)/python book/translations.py update
+	$(BIN)/python book/translations.py check || true
 
 # The library's tests in two parts: the quick ones, and the end-to-end runs marked `slow`
 # (subprocesses, multi-device runs, whole small trainings).  `make test` runs both.

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn_lib.config import SPEED_FIELDS, TransformerConfig, config_from_dict
+from charrnn_lib.config import SPEED_FIELDS, config_from_dict
 
 __all__ = [
     "BOOKKEEPING_FIELDS",
@@ -324,7 +324,7 @@ def load_checkpoint(out_dir, batch_size: int | None = None):
 
     ``batch_size`` fixes the model's batch dimension (``None``: free), e.g. 1 for sampling.
     """
-    from charrnn_lib.model import build_model
+    from charrnn_lib.architecture import build
 
     ckpt = latest_checkpoint(out_dir)
     if ckpt is None:
@@ -335,12 +335,7 @@ def load_checkpoint(out_dir, batch_size: int | None = None):
     if len(vocab) != model_config.vocab_size:
         raise CheckpointMismatchError(f"checkpoint {ckpt}: vocab.json has {len(vocab)} characters "
                                       f"but the model expects {model_config.vocab_size}")
-    if isinstance(model_config, TransformerConfig):
-        from charrnn_lib.transformer import build_transformer
-
-        model = build_transformer(model_config)
-    else:
-        model = build_model(model_config, batch_size=batch_size)
+    model = build(model_config, batch_size=batch_size)
     load_weights(model, ckpt)
     return model, vocab, model_config
 

@@ -4,13 +4,15 @@
 
     python -m charrnn_lib train  --corpus shakespeare --out runs/shakespeare
     python -m charrnn_lib sample --checkpoint runs/shakespeare --length 4000 --mode sample
+    python -m charrnn_lib export --checkpoint runs/shakespeare --out exported/shakespeare
 
 ``train`` reads a corpus (a built-in name or a text file), trains with the book's best
 recipe at the deck's cost (``--preset recipe``: chapter 5's run; ``--preset deck`` is the
 deck's) unless told otherwise, shows a progress bar, prints the validation loss after every epoch
 and saves a checkpoint in ``--out``; run the same command again and it resumes from that
 checkpoint (a finished run returns at once; with a larger ``--epochs`` it continues).
-``sample`` loads a checkpoint and prints generated text as it is generated.
+``sample`` loads a checkpoint and prints generated text as it is generated.  ``export`` writes
+a checkpoint as a TensorFlow SavedModel that TensorFlow alone can load (``charrnn_lib.export``).
 
 Everything that can be checked is checked *before* TensorFlow is imported and before the
 first batch, so a mistake fails in a fraction of a second with a message and exit status 2:
@@ -102,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m charrnn_lib", formatter_class=_Formatter,
         description="Train a character-level recurrent language model (char-rnn) and sample from it.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,export}")
 
     recipe = PRESETS[DEFAULT_PRESET]
     train = commands.add_parser(
@@ -166,7 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"random seed (initial weights), 0 to {MAX_SEED}")
     train.add_argument("--strategy", choices=STRATEGIES, default="auto",
                        help="tf.distribute strategy: 'auto' mirrors over all GPUs when there are several; "
-                            "'mirrored': one replica per GPU (per logical CPU device without GPUs)")
+                            "'mirrored': one replica per GPU (per logical CPU device without GPUs); "
+                            "'multi-worker': one process per worker, on one machine or several "
+                            "(MultiWorkerMirroredStrategy; the workers from --workers and --worker-index, else "
+                            "from TF_CONFIG; worker 0, the chief, writes the checkpoints)")
+    train.add_argument("--workers", default=None,
+                       help="--strategy multi-worker: every worker's host:port, comma-separated, the chief "
+                            "first; the same list for every worker (default: TF_CONFIG's)")
+    train.add_argument("--worker-index", type=non_negative_int, default=None,
+                       help="--strategy multi-worker: this process's place in --workers, 0 for the chief "
+                            "(default: TF_CONFIG's)")
     train.add_argument("--cpu-devices", type=positive_int, default=1,
                        help="split the CPU into this many logical devices, so that --strategy mirrored can "
                             "be tried without GPUs (they share the same cores: for testing, not speed)")
@@ -204,7 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      hint=" (for bulk generation use charrnn_lib.sample.Sampler.stream)"),
                         help=f"independent samples generated at once, at most {MAX_STREAMS:,} (printed one after "
                              f"another: the first as it is generated, the others held in memory until then)")
-    parser.commands = {"train": train, "sample": sample}
+    export = commands.add_parser(
+        "export", formatter_class=_Formatter, help="write a checkpoint as a TensorFlow SavedModel",
+        description="Export a checkpoint written by 'train' as a TensorFlow SavedModel with the signatures "
+                    "'step' (ids, state -> logits, state) and 'generate' (prime, length, temperature, seed, "
+                    "mode -> text, as 'sample' writes it), loadable with TensorFlow alone.")
+    export.add_argument("--checkpoint", required=True, type=Path,
+                        help="folder given as --out to 'train' (its newest checkpoint), or one ckpt-<step> folder")
+    export.add_argument("--out", required=True, type=Path, help="new (or empty) folder for the SavedModel")
+    export.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own start-up and log lines (default: off)")
+    parser.commands = {"train": train, "sample": sample, "export": export}
     return parser
 
 
@@ -236,7 +257,7 @@ def _configs(args, vocab_size: int, parser) -> tuple[ModelConfig, TrainConfig]:
 
 
 @contextlib.contextmanager
-def _quiet_tensorflow(verbose: bool):
+def quiet_tensorflow(verbose: bool):
     """Import TensorFlow with its C++ start-up lines (CUDA, oneDNN, absl) kept off the terminal.
 
     ``TF_CPP_MIN_LOG_LEVEL`` does not silence them: they are written before TensorFlow's
@@ -285,6 +306,34 @@ def _check_train(args, parser):
     if is_checkpoint_folder(args.out):
         parser.error(f"--out {str(args.out)!r} is one checkpoint (ckpt-<step>) of a run, not the folder of a "
                      f"run: give the folder that holds it, {str(args.out.parent)!r}, to resume that run")
+    args.cluster = _check_cluster(args, parser)
+
+
+def _check_cluster(args, parser):
+    """``--strategy multi-worker``: the ``Cluster`` from --workers and --worker-index, else from
+    TF_CONFIG (plain Python, no TensorFlow); ``None`` under the other strategies."""
+    from charrnn_lib.distribute import Cluster, ClusterConfigError
+
+    flags = args.workers is not None or args.worker_index is not None
+    if args.strategy != "multi-worker":
+        if flags:
+            parser.error("--workers and --worker-index are for --strategy multi-worker")
+        return None
+    if args.cpu_devices > 1:
+        parser.error("--cpu-devices is for --strategy mirrored; under --strategy multi-worker every worker is a "
+                     "process of its own, with its own devices")
+    if flags and (args.workers is None or args.worker_index is None):
+        parser.error("--workers and --worker-index go together: every worker's host:port, and this worker's "
+                     "place in that list (0 for the chief)")
+    if not flags and not os.environ.get("TF_CONFIG"):
+        parser.error("--strategy multi-worker needs the workers: --workers host:port,host:port --worker-index N "
+                     "(N = 0 for the chief), or the TF_CONFIG environment variable")
+    try:
+        if flags:
+            return Cluster.from_workers(args.workers, args.worker_index)
+        return Cluster.from_tf_config(os.environ["TF_CONFIG"])
+    except ClusterConfigError as exc:
+        parser.error(f"--workers/--worker-index: {exc}" if flags else str(exc))
 
 
 def _human(n: float) -> str:
@@ -321,6 +370,49 @@ def _check_training_memory(args, loader, parser) -> int:
                      f"{_human(available)} available: {advice}")
     batches = args.epochs * loader.num_batches
     return FREE_CHECKPOINTS * resources.checkpoint_bytes(model, args.batch_size, batches)
+
+
+def _check_export(args, parser):
+    """The checkpoint to export (as ``sample`` finds it), a recurrent model, and a new or empty --out."""
+    from charrnn_lib import checkpoint
+
+    if not args.checkpoint.is_dir():
+        parser.error(f"--checkpoint {str(args.checkpoint)!r} is not a folder; give the --out folder of a "
+                     f"'train' run")
+    ckpt = checkpoint.latest_checkpoint(args.checkpoint)
+    if ckpt is None:
+        parser.error(f"--checkpoint {str(args.checkpoint)!r} holds no usable checkpoint: no ckpt-<step> folder "
+                     f"in it; train first with --out pointing there")
+    try:
+        identity, _, _ = checkpoint.read_checkpoint_meta(ckpt)
+    except checkpoint.CheckpointError as exc:
+        parser.error(f"--checkpoint {str(args.checkpoint)!r} holds no usable checkpoint: {exc}")
+    if identity["model"].get("architecture") == "transformer":
+        parser.error(f"--checkpoint {str(args.checkpoint)!r} holds a Transformer (chapter 7): the command line "
+                     f"exports the recurrent models (a Transformer has a key/value cache, not a state)")
+    out = args.out
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        parser.error(f"--out {str(out)!r} exists and is not a folder; give the path of a new folder")
+    if out.is_dir() and any(out.iterdir()):
+        parser.error(f"--out {str(out)!r} exists and is not empty; give a new folder (an export never "
+                     f"overwrites: delete it first to replace it)")
+    existing = next(p for p in out.absolute().parents if p.exists())  # where the new folders will go
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"--out {str(out)!r} cannot be created: {str(existing)!r} is not a writable folder")
+    return ckpt
+
+
+def run_export(args, ckpt) -> int:
+    with quiet_tensorflow(args.verbose):
+        from charrnn_lib.checkpoint import load_checkpoint
+        from charrnn_lib.export import export_model
+        from charrnn_lib.outdir import human_bytes
+
+    model, vocab, model_config = load_checkpoint(ckpt)
+    out = export_model(model, vocab, model_config, args.out)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"exported {ckpt} as a SavedModel in {out} ({human_bytes(size)}; signatures 'step' and 'generate')")
+    return 0
 
 
 def _check_sample(args, parser):
@@ -425,11 +517,29 @@ class _StopOnSignal:
         return 128 + int(self.signum or signal.SIGINT)
 
 
-def run_train(args, loader, model_config: ModelConfig, train_config: TrainConfig, parser=None) -> int:
+@contextlib.contextmanager
+def _signals_end_the_process(active: bool):
+    """While a worker waits for the others to start, Ctrl-C and ``kill`` end the process at once:
+    TensorFlow's wait holds the interpreter, so no Python handler would run before it returns."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_DFL) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run_train(args, loader, model_config: ModelConfig, train_config: TrainConfig, parser=None,
+              claim=None) -> int:
+    """Train; ``claim``: a context manager held around ``train`` (the multi-worker chief's claim
+    of --out, taken once every worker has started)."""
     print(f"corpus {loader.path}: {len(loader.train_ids):,} training characters, "
           f"{len(loader.val_ids):,} validation, vocabulary of {loader.vocab_size}")
     with _StopOnSignal() as stopper:
-        with _quiet_tensorflow(args.verbose):    # TensorFlow is loaded from here on
+        with quiet_tensorflow(args.verbose):    # TensorFlow is loaded from here on
             from charrnn_lib.distribute import make_strategy, per_replica_batch_size, split_cpu
             from charrnn_lib.fast.memory import keep_freed_memory
             from charrnn_lib.repro import seed_everything
@@ -437,21 +547,30 @@ def run_train(args, loader, model_config: ModelConfig, train_config: TrainConfig
 
         if args.cpu_devices > 1:
             split_cpu(args.cpu_devices)  # before anything starts TensorFlow's devices
+        cluster = getattr(args, "cluster", None)
+        if cluster is not None:          # joining the cluster, too, comes before anything else
+            role = "the chief: it writes the checkpoints" if cluster.is_chief else "it reads the chief's checkpoints"
+            print(f"worker {cluster.position} of {cluster.num_workers} at {cluster.address} ({role}); "
+                  f"waiting for every worker to start", flush=True)
+        with _signals_end_the_process(cluster is not None):  # nothing to save yet
+            strategy = make_strategy(args.strategy, cluster=cluster)
         keep_freed_memory()              # a training process: keep freed temporaries (no page faults)
         seed_everything(args.seed)
-        strategy = make_strategy(args.strategy)
         try:
             per_replica_batch_size(strategy, args.batch_size)
         except ValueError as exc:
             (parser or build_parser().commands["train"]).error(f"--batch-size: {exc}")
         if strategy.num_replicas_in_sync > 1:
-            print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas of "
+            name = "MultiWorkerMirroredStrategy" if cluster is not None else type(strategy).__name__
+            print(f"{name}: {strategy.num_replicas_in_sync} replicas of "
                   f"{args.batch_size // strategy.num_replicas_in_sync} rows each")
         if stopper.event.is_set():
             print("interrupted before training started; nothing was saved", file=sys.stderr)
             return stopper.exit_code
-        result = train(loader, model_config, train_config, out_dir=args.out, progress=not args.quiet,
-                       strategy=strategy, max_batches=args.max_batches, stop=stopper.event)
+        with claim if claim is not None else contextlib.nullcontext():
+            result = train(loader, model_config, train_config, out_dir=args.out,
+                           progress=not args.quiet and (cluster is None or cluster.is_chief),  # one bar
+                           strategy=strategy, max_batches=args.max_batches, stop=stopper.event)
     if result.resumed:
         print(f"resumed from the checkpoint in {args.out}")
     for line in _epoch_lines(result.history):
@@ -483,7 +602,7 @@ def _epoch_lines(history):
 def run_sample(args, checkpoint) -> int:
     """Print the generated text as it comes: one stream live; with several, the first live and
     the others (held as text) after it, each under a ``----- stream i -----`` line."""
-    with _quiet_tensorflow(args.verbose):
+    with quiet_tensorflow(args.verbose):
         from charrnn_lib.checkpoint import load_checkpoint
         from charrnn_lib.sample import Sampler
 
@@ -542,6 +661,16 @@ def _expected(exc: BaseException, args) -> tuple[int, str] | None:
     sample = sys.modules.get("charrnn_lib.sample")
     if sample is not None and isinstance(exc, sample.SamplingError):
         return 2, _one_line(exc)
+    export = sys.modules.get("charrnn_lib.export")
+    if export is not None and isinstance(exc, export.ExportError):
+        return 2, _one_line(exc)
+    distribute = sys.modules.get("charrnn_lib.distribute")
+    if distribute is not None and isinstance(exc, (distribute.WorkersDisagreeError, distribute.WorkerFailedError)):
+        return (2 if isinstance(exc, distribute.WorkersDisagreeError) else 1), _one_line(exc)
+    if type(exc).__name__ in ("UnavailableError", "DeadlineExceededError") and getattr(args, "cluster", None):
+        return 1, (f"another worker stopped or cannot be reached ({type(exc).__name__}); start every worker "
+                   f"again with the same command: they resume from the chief's last checkpoint in "
+                   f"{str(args.out)!r}")
     train = sys.modules.get("charrnn_lib.train")
     if train is not None and isinstance(exc, train.TrainingDivergedError):
         kept = (f"the last good checkpoint, {exc.checkpoint.name}, is kept" if exc.checkpoint is not None
@@ -599,8 +728,14 @@ def _train(args, parser) -> int:
     loader = _load_corpus(args, parser)
     model_config, train_config = _configs(args, loader.vocab_size, parser)
     needed = _check_training_memory(args, loader, parser)
-    with claim_out_dir(args.out, needed, what=f"{FREE_CHECKPOINTS} checkpoints of this run"):
-        return run_train(args, loader, model_config, train_config, parser)
+    claim = claim_out_dir(args.out, needed, what=f"{FREE_CHECKPOINTS} checkpoints of this run")
+    if args.cluster is None:
+        with claim:
+            return run_train(args, loader, model_config, train_config, parser)
+    # Several workers: each joins the cluster first (a wait that only ending the process can cut
+    # short, so nothing of the run may exist yet); then the chief claims --out, the others only read it.
+    return run_train(args, loader, model_config, train_config, parser,
+                     claim=claim if args.cluster.is_chief else contextlib.nullcontext())
 
 
 def main(argv=None) -> int:
@@ -611,11 +746,14 @@ def main(argv=None) -> int:
         try:
             if args.command == "train":
                 return _train(args, sub)
+            if args.command == "export":
+                return run_export(args, _check_export(args, sub))
             checkpoint, _ = _check_sample(args, sub)
             return run_sample(args, checkpoint)
         except KeyboardInterrupt:
             what = ("the newest checkpoint in {!r} stands (run the same command again to resume)"
-                    .format(str(args.out)) if args.command == "train" else "the output is incomplete")
+                    .format(str(args.out)) if args.command == "train" else
+                    "nothing was written" if args.command == "export" else "the output is incomplete")
             print(f"\n{sub.prog}: interrupted; {what}", file=sys.stderr)
             return 128 + signal.SIGINT
         except BrokenPipeError:  # e.g. `sample | head`: the reader has all it wanted

@@ -50,7 +50,7 @@ CELLS = ("lstm", "gru", "rnn", "peephole", "mingru")
 INITS = ("keras", "unit_normal", "unit_embedding")
 SCHEDULES = ("constant", "cosine")
 MODES = ("argmax", "sample", "space")          # sampling: chapter 6
-STRATEGIES = ("auto", "default", "mirrored")   # tf.distribute: the appendix on scaling up
+STRATEGIES = ("auto", "default", "mirrored", "multi-worker")   # tf.distribute: the appendix on scaling up
 # The smallest sampling temperature.  Below it logits / T_s can overflow float32 (already for
 # |logits| > 3.4e8 at 1e-30; for any logit at 1e-45, which float32 rounds to 0), the softmax
 # becomes NaN and the loop picks character 0 at every step.  Above it, small temperatures

@@ -16,10 +16,17 @@ from step to step.  A priming text warms the state up: every character of the pr
 is fed through the network (the deck fed only ``prime[-1]``, so the rest of the prime
 had no influence on what followed).
 
-Reproducibility.  The uniform numbers of a whole generation are drawn up front from
-NumPy's generator seeded with ``seed`` (:func:`uniforms`) and passed into the loop, so a
-seed fixes the text, and the compiled loop, the plain loop :func:`generate_naive` and a
-loop written by hand agree character for character.
+Reproducibility.  The uniform numbers of a generation are drawn from the seed up front
+(:func:`uniforms`) and passed into the loop, so a seed fixes the text, and the compiled
+loop, the plain loop :func:`generate_naive` and a loop written by hand agree character
+for character.  They come from TensorFlow's counter-based, stateless Philox generator
+(``tf.random.stateless_uniform(..., alg="philox")``), in blocks of ``UNIFORM_BLOCK``
+columns: block ``j`` of a seed is a pure function of ``(seed, j)``, computed the same way
+eagerly, in a graph, and inside an exported SavedModel (``charrnn_lib.export``), which
+therefore reproduces the library's text without the library.  Blocks also make the
+numbers independent of how they are taken: :class:`UniformStream` computes only the
+blocks it hands out, a longer generation extends a shorter one, and stream ``b`` gets the
+same numbers whatever the number of streams.
 
 Speed.  Calling a Keras model eagerly once per character costs milliseconds of Python
 and dispatch overhead per step, far more than the step's arithmetic (about half a
@@ -42,6 +49,8 @@ streams generated side by side.
 """
 from __future__ import annotations
 
+import functools
+import numbers
 import unicodedata
 from typing import Sequence
 
@@ -114,57 +123,114 @@ def weighted_pick(p: np.ndarray, u: float) -> int:
     return int(np.searchsorted(c, u * c[-1]))
 
 
+UNIFORM_BLOCK = 256        # columns of uniform numbers per Philox key (seed, block index)
+MAX_SEED = 2**63 - 1       # seeds are int64 in the graph
+
+
+def check_seed(seed) -> None:
+    """Raise :class:`SamplingError` unless ``seed`` is an integer in [0, ``MAX_SEED``]."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise SamplingError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+
+
+def uniform_blocks(seed, first, count, num_streams):
+    """Blocks ``first .. first + count - 1`` of a seed's uniform numbers, side by side.
+
+    TensorFlow ops, run eagerly or inside a graph (the exported model calls this very
+    function): seed, first int64 scalars, count, num_streams int32 scalars ->
+    (num_streams, count * UNIFORM_BLOCK) float32 in (0, 1].  Block ``j`` is one call of the
+    stateless Philox generator keyed by ``(seed, j)``: Philox is counter based, so row ``b``
+    of a block is the block's numbers ``b * UNIFORM_BLOCK`` to ``(b + 1) * UNIFORM_BLOCK - 1``,
+    the same whatever ``num_streams``.  TensorFlow documents the stateless ops as giving the
+    same numbers from run to run and on CPU and GPU (they may change between TensorFlow
+    versions); ``alg`` is fixed, not ``"auto_select"``.  ``1 - x`` maps [0, 1) to (0, 1]
+    exactly (float32 in steps of 2**-23), so the weighted pick never sees ``u = 0``.
+    """
+    seed = tf.convert_to_tensor(seed, tf.int64)
+    shape = tf.stack([tf.convert_to_tensor(num_streams, tf.int32), UNIFORM_BLOCK])
+
+    def block(j):  # (num_streams, UNIFORM_BLOCK)
+        return 1.0 - tf.random.stateless_uniform(shape, seed=tf.stack([seed, j]), dtype=tf.float32, alg="philox")
+
+    index = tf.convert_to_tensor(first, tf.int64) + tf.range(tf.cast(count, tf.int64))
+    out = tf.map_fn(block, index, fn_output_signature=tf.TensorSpec([None, UNIFORM_BLOCK], tf.float32))
+    return tf.reshape(tf.transpose(out, [1, 0, 2]), tf.stack([shape[0], -1]))  # (num_streams, count * block)
+
+
+@functools.cache
+def _uniform_blocks_graph():
+    """:func:`uniform_blocks` as one graph (built on first use): one call per request."""
+    scalar = tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int32)
+    return tf.function(uniform_blocks, autograph=False, input_signature=[scalar[0], scalar[0], scalar[1], scalar[1]])
+
+
+def _columns(seed: int, start: int, n: int, num_streams: int) -> np.ndarray:
+    """Columns ``start .. start + n - 1`` of the seed's numbers: (num_streams, n) float32."""
+    if n <= 0:
+        return np.ones((num_streams, 0), np.float32)
+    first, last = start // UNIFORM_BLOCK, (start + n - 1) // UNIFORM_BLOCK
+    blocks = _uniform_blocks_graph()(tf.constant(seed, tf.int64), tf.constant(first, tf.int64),
+                                     tf.constant(last - first + 1, tf.int32), tf.constant(num_streams, tf.int32))
+    offset = start - first * UNIFORM_BLOCK
+    return blocks.numpy()[:, offset:offset + n]
+
+
 def uniforms(seed: int, length: int, num_streams: int = 1) -> np.ndarray:
     """The random numbers of a whole generation, drawn up front: (num_streams, length) float32 in (0, 1].
 
     Column ``j`` is used for the ``j``-th generated character of every stream.  Drawing
-    them with NumPy's seeded generator (not inside the graph) makes a seed mean the same
-    text in the compiled loop, in the naive loop and in the chapter's hand-written one.
+    them from the seed outside the loop makes a seed mean the same text in the compiled
+    loop, in the naive loop, in the chapter's hand-written one and in an exported model;
+    ``uniforms(seed, n)`` is the first ``n`` columns of ``uniforms(seed, m)`` for ``m > n``.
     """
-    rng = np.random.default_rng(seed)
-    return (1.0 - rng.random((num_streams, length), dtype=np.float32)).astype(np.float32)
+    check_seed(seed)
+    return _columns(int(seed), 0, int(length), int(num_streams))
 
 
 class UniformStream:
     """The numbers of ``uniforms(seed, length, num_streams)``, handed out a block of columns at a time.
 
     ``take(n)`` returns the next ``n`` columns, (num_streams, n) float32, equal to that slice
-    of ``uniforms(seed, length, num_streams)``, without holding the whole array: stream ``b``
-    gets a generator of its own, moved to where its numbers start in the row-major draw
-    (``PCG64.advance`` counts 64-bit outputs, and a float32 uses half of one).  Small
-    generations are drawn at once.  (Memory: one block, whatever ``length``.)
+    of ``uniforms(seed, length, num_streams)``, without holding the whole array: it computes
+    only the Philox blocks those columns lie in, several at a time (one graph call costs
+    far more than a block's arithmetic), as many as fit in ``BUFFER_NUMBERS`` numbers and
+    at least one.  (Memory: that buffer and one request, whatever ``length``.)
     """
 
-    AT_ONCE = 1 << 20  # numbers drawn up front below this many
+    BUFFER_NUMBERS = 1 << 16  # 256 KB of float32
 
     def __init__(self, seed: int, length: int, num_streams: int = 1):
-        self.length, self.num_streams, self.position = length, num_streams, 0
-        self._all = uniforms(seed, length, num_streams) if length * num_streams <= self.AT_ONCE else None
-        self._generators = []
-        if self._all is None:
-            for b in range(num_streams):
-                start = b * length                        # in float32 draws of the row-major array
-                bits = np.random.PCG64(seed)              # what default_rng(seed) holds
-                bits.advance(start // 2)
-                generator = np.random.Generator(bits)
-                if start % 2:
-                    generator.random(1, dtype=np.float32)  # the first half of a 64-bit output
-                self._generators.append(generator)
+        check_seed(seed)
+        self.seed, self.length, self.num_streams, self.position = int(seed), int(length), int(num_streams), 0
+        self.blocks_per_call = max(1, self.BUFFER_NUMBERS // (self.num_streams * UNIFORM_BLOCK))
+        self._buffer, self._buffer_start = np.ones((self.num_streams, 0), np.float32), 0  # columns held
 
     def take(self, n: int) -> np.ndarray:
         """The next ``n`` columns (fewer at the end): (num_streams, n) float32 in (0, 1]."""
-        n = min(n, self.length - self.position)
-        if self._all is not None:
-            block = self._all[:, self.position:self.position + n]
-        else:
-            block = np.stack([(1.0 - g.random(n, dtype=np.float32)).astype(np.float32)
-                              for g in self._generators]) if n else np.ones((self.num_streams, 0), np.float32)
-        self.position += n
+        n = max(0, min(n, self.length - self.position))
+        start, stop = self.position, self.position + n
+        if stop > self._buffer_start + self._buffer.shape[1]:  # not all held: compute the blocks from here on
+            first = start // UNIFORM_BLOCK * UNIFORM_BLOCK
+            width = max(stop - first, self.blocks_per_call * UNIFORM_BLOCK)
+            width = min(width, -(-self.length // UNIFORM_BLOCK) * UNIFORM_BLOCK - first)  # not past the end
+            self._buffer, self._buffer_start = _columns(self.seed, first, width, self.num_streams), first
+        block = self._buffer[:, start - self._buffer_start:stop - self._buffer_start]
+        self.position = stop
         return block
 
 
-def _choose(logits, prev_ids, u, mode, temperature, space_id):
-    """TF version of the three rules.  logits (B, K), prev_ids (B,), u (B,) -> ids (B,) int32."""
+def choose_next(logits, prev_ids, u, mode, temperature, space_id):
+    """The deck's three rules in TensorFlow: the next ids from the logits.  (B, K), (B,), (B,) -> (B,) int32.
+
+    ``mode`` is the index in ``MODES`` (an int32 tensor, so that a compiled loop serves all
+    three), ``u`` the step's uniform numbers in (0, 1], ``space_id`` the id of ``" "`` (-1 if
+    none).  ``"sample"`` inverts the cumulative distribution of ``softmax(logits / T_s)`` at
+    ``u`` (:func:`weighted_pick`'s rule, ``searchsorted(side="left")`` counted as the
+    entries below ``u * total``); ``"space"`` does so only where ``prev_ids`` is the space,
+    argmax elsewhere.  One function for every sampler -- :class:`Sampler`, the Transformer's
+    (``charrnn_lib.transformer``) and the exported model (``charrnn_lib.export``) -- so they
+    choose alike.
+    """
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)  # (B,)
     p = tf.nn.softmax(logits / temperature, axis=-1)  # (B, K)
     c = tf.cumsum(p, axis=-1)  # (B, K)
@@ -252,12 +318,18 @@ class Sampler:
 
         def body(t, x, states, out):
             logits, states = self.step(x, states)  # (B, K), [(B, H)]
-            chosen = _choose(logits, x, u[:, t], mode, temperature, self.space_id)  # (B,)
+            chosen = choose_next(logits, x, u[:, t], mode, temperature, self.space_id)  # (B,)
             nxt = tf.where(forced[:, t] >= 0, forced[:, t], chosen)
             return t + 1, nxt, states, out.write(t, nxt)
 
         _, x, states, out = tf.while_loop(cond, body, [tf.constant(0), x, list(states), out])
         return tf.transpose(out.stack(), [1, 0]), x, states  # (B, C), (B,), states
+
+    def chunk_function(self, num_streams: int):
+        """The compiled chunk this sampler runs for ``num_streams`` streams (XLA or not, see above):
+        ``(x, states, forced, u, mode, temperature) -> (ids (B, C), last ids (B,), states)``."""
+        jit = self.jit_compile if self.jit_compile is not None else num_streams <= self.XLA_MAX_STREAMS
+        return self._compiled[bool(jit)]
 
     def generate(self, length: int = 4000, prime: str = " ", mode: str = "sample", temperature: float = 1.0,
                  seed: int = 0, num_streams: int = 1, include_prime: bool = True) -> str | list[str]:
@@ -269,6 +341,7 @@ class Sampler:
         :class:`UnknownPrimeCharactersError` naming prime characters outside the vocabulary.
         """
         check_options(mode, temperature, length, num_streams)
+        check_seed(seed)
         check_prime(prime, self.chars)
         if mode == "space" and self.space_id < 0:
             raise SamplingError("mode 'space' needs a space character in the vocabulary; use 'sample' or 'argmax'")
@@ -283,8 +356,7 @@ class Sampler:
         x = tf.constant(np.full((B,), prime_ids[0], np.int32))
         states = self.step.zero_states(B)
         mode_t, temp_t = tf.constant(MODES.index(mode)), tf.constant(temperature, tf.float32)
-        jit = self.jit_compile if self.jit_compile is not None else B <= self.XLA_MAX_STREAMS
-        run_chunk = self._compiled[bool(jit)]
+        run_chunk = self.chunk_function(B)
         pieces = []
         for start in range(0, steps, C):
             ids, x, states = run_chunk(x, states, tf.constant(forced[:, start:start + C]),
@@ -307,6 +379,7 @@ class Sampler:
         ``include_prime``.  Raises as :meth:`generate`, before yielding anything.
         """
         check_options(mode, temperature, length, num_streams)
+        check_seed(seed)
         check_prime(prime, self.chars)
         if mode == "space" and self.space_id < 0:
             raise SamplingError("mode 'space' needs a space character in the vocabulary; use 'sample' or 'argmax'")
@@ -322,8 +395,7 @@ class Sampler:
         x = tf.constant(np.full((B,), prime_ids[0], np.int32))
         states = self.step.zero_states(B)
         mode_t, temp_t = tf.constant(MODES.index(mode)), tf.constant(temperature, tf.float32)
-        jit = self.jit_compile if self.jit_compile is not None else B <= self.XLA_MAX_STREAMS
-        run_chunk = self._compiled[bool(jit)]
+        run_chunk = self.chunk_function(B)
         for start in range(0, steps, C):
             forced = np.full((B, C), -1, np.int32)
             warm = min(start + C, P - 1) - start          # prime positions in this chunk
@@ -363,6 +435,7 @@ def generate_naive(model, vocab, model_config, length: int = 100, prime: str = "
     the chapter's timing.
     """
     check_options(mode, temperature, length)
+    check_seed(seed)
     check_prime(prime, vocab.chars)
     chars = list(vocab.chars)
     index = {c: i for i, c in enumerate(chars)}

@@ -39,6 +39,22 @@ also saves first.  A loss or gradient norm that is not finite raises
 good one.  ``out_dir`` is locked for the duration (``charrnn_lib.outdir``): a second run
 into the same folder fails at once instead of overwriting the first one's checkpoints.
 
+Several workers (``make_strategy("multi-worker")``: one process per worker, each calling
+``train`` with the same arguments).  Only the chief writes: it alone creates and locks
+``out_dir``, clears leftovers and saves; the other workers only read ``out_dir``, to resume
+from the checkpoint the chief resumes from (on one machine, the same folder; on several, a
+folder they all share at the same path).  Collective operations pair up by the order in
+which each worker calls them, so every worker makes the same ones, in the same order: at the
+start one ``exchange`` in which every worker reports whether it could start, with which
+settings and from which checkpoint (all of them raise if any differ or failed); then per
+batch a vote on stopping (``stop=`` or ``max_batches`` on any worker stops every worker at
+the same batch), the step's all-reduces, and at every save an all-gather of the carried
+state and a vote on whether the chief's write succeeded.  Evaluation needs no collective:
+every worker evaluates its own copy of the same weights.  A worker that dies makes the others
+fail in their next collective (at once when its connection closes; when it is cut off
+silently, once TensorFlow's health check, every 30 s, finds it gone); start every worker
+again and they resume from the chief's last checkpoint.
+
 Seeds.  ``train`` seeds Keras's random generators with ``train_config.seed`` before it
 builds the model (``keras.utils.set_random_seed``: Python's, NumPy's and TensorFlow's global
 generators), because the run's initial weights are part of what the seed names.  It does not
@@ -49,7 +65,10 @@ The checkpoints and their format are ``charrnn_lib.checkpoint``'s.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
 import math
 import sys
 import time
@@ -59,10 +78,12 @@ from pathlib import Path
 import numpy as np
 
 from charrnn_lib import checkpoint, outdir
+from charrnn_lib.architecture import build, forward
 from charrnn_lib.checkpoint import CheckpointError, CheckpointMismatchError
 from charrnn_lib.config import ModelConfig, TrainConfig, TransformerConfig
-from charrnn_lib.distribute import gather_rows, per_replica_batch_size, split_rows
-from charrnn_lib.model import build_model, zero_states
+from charrnn_lib.distribute import (WorkerFailedError, WorkersDisagreeError, any_worker, exchange, gather_rows,
+                                    is_chief, per_replica_batch_size, spans_processes, split_rows)
+from charrnn_lib.model import zero_states
 
 __all__ = [
     "History",
@@ -184,13 +205,8 @@ def build_for_training(model_config: ModelConfig, train_config: TrainConfig, str
 
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():  # variables: one copy per replica under a multi-device strategy
-        if isinstance(model_config, TransformerConfig):      # chapter 7's Transformer
-            from charrnn_lib.transformer import build_transformer
-
-            model = build_transformer(model_config)
-        else:
-            model = build_model(model_config, batch_size=batch_size,
-                                dtype_policy="mixed_float16" if train_config.mixed_precision else None)
+        model = build(model_config, batch_size=batch_size,
+                      dtype_policy="mixed_float16" if train_config.mixed_precision else None)
         optimizer = keras.optimizers.Adam(learning_rate=train_config.learning_rate)
         if train_config.mixed_precision:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # dynamic loss scaling
@@ -201,7 +217,8 @@ def build_for_training(model_config: ModelConfig, train_config: TrainConfig, str
 def keras_loss_and_grads(model, scale_loss=None):
     """The reference ``loss_and_grads(x, y, states) -> (loss, grads, new_states)``: chapter 5's step.
 
-    Runs ``model`` on rows ``x`` (b, T) from ``states`` under a ``tf.GradientTape``; ``loss``
+    Runs ``model`` on rows ``x`` (b, T) from ``states`` (``[]`` for chapter 7's Transformer,
+    which carries none; ``charrnn_lib.architecture.forward``) under a ``tf.GradientTape``; ``loss``
     is the mean cross-entropy of the next characters ``y`` (b, T) in nats, ``grads`` its
     gradients for ``model.trainable_variables``, ``new_states`` the states after the batch
     (float32).  ``scale_loss``: under mixed precision, the optimizer's ``scale_loss``; the
@@ -213,7 +230,7 @@ def keras_loss_and_grads(model, scale_loss=None):
 
     def loss_and_grads(x, y, states):
         with tf.GradientTape() as tape:
-            logits, *new_states = model([x, *states], training=True)           # (b, T, K)
+            logits, new_states = forward(model, x, states, training=True)      # (b, T, K)
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=y, logits=tf.cast(logits, tf.float32))                   # (b, T)
             loss = tf.reduce_mean(losses)                                       # nats per character
@@ -235,11 +252,7 @@ def _loss_and_grads_for(model, optimizer, model_config: ModelConfig, train_confi
 
     from charrnn_lib import fast
 
-    if isinstance(model_config, TransformerConfig):
-        from charrnn_lib.transformer import transformer_loss_and_grads
-
-        return transformer_loss_and_grads(model)
-    if fast.uses_fused_step(model_config, train_config):
+    if isinstance(model_config, ModelConfig) and fast.uses_fused_step(model_config, train_config):
         rows = per_replica_batch_size(strategy, train_config.batch_size)
         return fast.fused_loss_and_grads(model, model_config, rows, train_config.row_groups)
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
@@ -325,10 +338,7 @@ def _eval_step(model, model_config: ModelConfig, batch_size: int, seq_length: in
 
     @tf.function(input_signature=signature)
     def eval_step(x, y, *states):
-        if states:
-            logits, *new_states = model_ref()([x, *states], training=False)  # (B, T, K)
-        else:                                   # a model without a carried state: ids -> logits
-            logits, new_states = model_ref()(x, training=False), []
+        logits, new_states = forward(model_ref(), x, list(states), training=False)  # (B, T, K)
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
         return (tf.reduce_mean(losses), *[tf.cast(s, tf.float32) for s in new_states])
 
@@ -444,6 +454,11 @@ def train(loader, model_config: ModelConfig | TransformerConfig, train_config: T
     instead of pruned: snapshots of the run at several points of training (chapter 5 samples
     from them).  A finished run found in ``out_dir`` is returned as it is, with the snapshots
     it has.
+
+    Under a multi-worker strategy every worker calls ``train`` with the same arguments; only
+    the chief writes into ``out_dir`` (the others read it, to resume from the same
+    checkpoint), a stop asked of any worker stops all of them, and a Ctrl-C
+    (``KeyboardInterrupt``) saves nothing (see the module's docstring).
     """
     import tensorflow as tf
 
@@ -459,41 +474,101 @@ def train(loader, model_config: ModelConfig | TransformerConfig, train_config: T
             raise ValueError("mixed precision is implemented for the recurrent models only")
     strategy = strategy or tf.distribute.get_strategy()
     per_replica_batch_size(strategy, train_config.batch_size)  # or a clear error
+    out_dir = Path(out_dir) if out_dir is not None else None
+    keep_steps = tuple(int(step) for step in keep_steps) if out_dir is not None else ()
+    identity = checkpoint.run_identity(loader, model_config, train_config)
+    writer = out_dir is not None and is_chief(strategy)   # a multi-worker run: the chief only
+    with contextlib.ExitStack() as held:                  # the out_dir lock, for the writer
+        try:
+            ckpt, saved_progress = _resume_point(loader, train_config, identity, out_dir, writer, held)
+            failure = None
+        except Exception as exc:  # noqa: BLE001 -- re-raised below, after the other workers heard of it
+            if not spans_processes(strategy):
+                raise
+            ckpt, saved_progress, failure = None, None, exc
+        _agree_on_start(strategy, failure, ckpt, saved_progress, out_dir,
+                        _settings_digest(identity, train_config, keep_steps))
+        return _train(loader, model_config, train_config, out_dir, progress, strategy, max_batches, stop,
+                      keep_steps, identity, ckpt, saved_progress, writer)
+
+
+def _resume_point(loader, train_config: TrainConfig, identity: dict, out_dir: Path | None, writer: bool,
+                  held: contextlib.ExitStack):
+    """``(checkpoint folder, its progress)`` to resume from, or ``(None, None)``.  The writer
+    creates and locks ``out_dir`` (the lock stays with ``held``) and clears killed saves."""
     if out_dir is None:
-        return _train(loader, model_config, train_config, None, progress, strategy, max_batches, stop, ())
-    out_dir = Path(out_dir)
+        return None, None
     if checkpoint.is_checkpoint_folder(out_dir):
         raise CheckpointError(f"out_dir {out_dir} is a checkpoint folder, not the folder of a run: pass "
                               f"the folder that holds it, {out_dir.parent}, to resume that run")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with outdir.lock_out_dir(out_dir):        # one run at a time; OutDirBusyError otherwise
+    if writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        held.enter_context(outdir.lock_out_dir(out_dir))  # one run at a time; OutDirBusyError otherwise
         checkpoint.remove_leftovers(out_dir)  # only the lock's holder may: they look like saves
-        return _train(loader, model_config, train_config, out_dir, progress, strategy, max_batches, stop,
-                      tuple(int(step) for step in keep_steps))
+    ckpt = checkpoint.latest_checkpoint(out_dir)      # a reader's missing out_dir: None
+    if ckpt is None:
+        return None, None
+    growable = ("train.num_epochs",) if train_config.lr_schedule == "constant" else ()
+    _, saved_progress = checkpoint.check_same_run(ckpt, loader.vocab, identity, may_differ=growable)
+    nb = loader.num_batches
+    if saved_progress["global_step"] > train_config.num_epochs * nb:
+        raise CheckpointMismatchError(
+            f"{out_dir} holds a run trained for {saved_progress['global_step']} batches, more than "
+            f"num_epochs={train_config.num_epochs} x {nb} batches: ask for at least "
+            f"{-(-saved_progress['global_step'] // nb)} epochs, or use another out_dir",
+            (f"train.num_epochs: checkpoint further than {train_config.num_epochs}",))
+    return ckpt, saved_progress
+
+
+def _settings_digest(identity: dict, train_config: TrainConfig, keep_steps: tuple) -> int:
+    """48 bits of a hash of what every worker of a run must share: the run's identity and
+    when it saves (which decides when the workers gather the state)."""
+    text = json.dumps([identity, train_config.checkpoint_every, sorted(keep_steps)], sort_keys=True)
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:12], 16)
+
+
+def _agree_on_start(strategy, failure, ckpt, saved_progress, out_dir, digest: int) -> None:
+    """Multi-worker: every worker checks that all started well, with the same settings and the
+    same checkpoint as the chief, and raises if not -- all of them, so that none waits forever
+    for the others in a collective operation.  One ``exchange``; nothing elsewhere."""
+    if not spans_processes(strategy):
+        return
+    step = saved_progress["global_step"] if ckpt is not None else -1
+    table = exchange(strategy, [failure is None, step, digest])      # one row per worker, chief first
+    if failure is not None:
+        raise failure
+    failed = [k for k, (ok, _, _) in enumerate(table) if not ok]
+    if failed:
+        raise WorkerFailedError(f"worker {failed[0]} of this run could not start (its own output says why); "
+                                f"fix that and start every worker again")
+    for k, (_, seen, other) in enumerate(table):
+        if other != table[0][2]:
+            raise WorkersDisagreeError(
+                f"worker {k} was started with other settings than the chief, worker 0 (model, training "
+                f"options, corpus or checkpoint interval differ): start every worker with the same ones")
+        if seen != table[0][1]:
+            def what(s):
+                return "no checkpoint" if s < 0 else f"the checkpoint of step {int(s)}"
+
+            raise WorkersDisagreeError(
+                f"worker {k} finds {what(seen)} in its out_dir but the chief, worker 0, finds "
+                f"{what(table[0][1])}: every worker must read the chief's out_dir -- on several machines, a "
+                f"folder they all share (e.g. over NFS) at the same path")
 
 
 def _train(loader, model_config: ModelConfig, train_config: TrainConfig, out_dir: Path | None,
-           progress: bool, strategy, max_batches: int | None, stop, keep_steps: tuple) -> TrainResult:
-    """``train`` after its checks, with ``out_dir`` locked."""
+           progress: bool, strategy, max_batches: int | None, stop, keep_steps: tuple, identity: dict,
+           ckpt, saved_progress, writer: bool) -> TrainResult:
+    """``train`` after its checks, from ``ckpt`` (or from the start); ``writer``: this process
+    writes the checkpoints (and holds ``out_dir``'s lock)."""
     import tensorflow as tf
 
     import keras
 
     rows_per_replica = per_replica_batch_size(strategy, train_config.batch_size)
-    identity = checkpoint.run_identity(loader, model_config, train_config)
     B, nb = train_config.batch_size, loader.num_batches
     total_steps = train_config.num_epochs * nb
-
-    ckpt = checkpoint.latest_checkpoint(out_dir) if out_dir is not None else None
-    if ckpt is not None:
-        growable = ("train.num_epochs",) if train_config.lr_schedule == "constant" else ()
-        _, saved_progress = checkpoint.check_same_run(ckpt, loader.vocab, identity, may_differ=growable)
-        if saved_progress["global_step"] > total_steps:
-            raise CheckpointMismatchError(
-                f"{out_dir} holds a run trained for {saved_progress['global_step']} batches, more than "
-                f"num_epochs={train_config.num_epochs} x {nb} batches: ask for at least "
-                f"{-(-saved_progress['global_step'] // nb)} epochs, or use another out_dir",
-                (f"train.num_epochs: checkpoint further than {train_config.num_epochs}",))
+    multi = spans_processes(strategy)   # collectives: every worker must make the same calls
 
     # The run's seed decides its initial weights (and dropout's masks): Keras draws them from
     # its global generators, so they are seeded here -- the one process-wide effect of train.
@@ -522,12 +597,27 @@ def _train(loader, model_config: ModelConfig, train_config: TrainConfig, out_dir
     def save():
         if out_dir is None:
             return
-        checkpoint.save_checkpoint(out_dir, model=model, optimizer=optimizer,
-                         states=gather_rows(strategy, states),  # (B, H) each, any strategy
-                         vocab=loader.vocab, identity=identity,
-                         progress={"epoch": epoch, "batch": pointer, "global_step": global_step,
-                                   "finished": finished, "history": history.to_dict()},
-                         keep=keep_steps)
+        rows = gather_rows(strategy, states)   # (B, H) each; multi-worker: every worker takes part
+        failure = None
+        if writer:
+            try:
+                checkpoint.save_checkpoint(out_dir, model=model, optimizer=optimizer, states=rows,
+                                           vocab=loader.vocab, identity=identity,
+                                           progress={"epoch": epoch, "batch": pointer, "global_step": global_step,
+                                                     "finished": finished, "history": history.to_dict()},
+                                           keep=keep_steps)
+            except Exception as exc:  # noqa: BLE001 -- re-raised below
+                if not multi:
+                    raise
+                failure = exc
+        if multi:  # the others hear whether the chief saved, rather than wait for it at the next step
+            (failed,) = any_worker(strategy, failure is not None)
+            if failure is not None:
+                raise failure
+            if failed:
+                raise WorkerFailedError(f"the chief could not write the checkpoint of step {global_step} (its "
+                                        f"own output says why); {out_dir} keeps the last one written: fix "
+                                        f"that and start every worker again")
 
     train_step = make_train_step(model, optimizer, model_config, train_config, strategy)
     bar = _progress_bar(progress, total_steps, global_step)
@@ -539,8 +629,10 @@ def _train(loader, model_config: ModelConfig, train_config: TrainConfig, out_dir
     try:
         while epoch < train_config.num_epochs:
             while pointer < nb:
-                stopping = _stop_requested(stop)
-                if stopping or (max_batches is not None and done_here >= max_batches):
+                # Multi-worker: a stop asked of any worker stops them all, at the same batch.
+                stopping, at_limit = any_worker(strategy, _stop_requested(stop),
+                                                max_batches is not None and done_here >= max_batches)
+                if stopping or at_limit:
                     save()
                     result.global_step, result.stopped = global_step, stopping
                     return result
@@ -582,8 +674,10 @@ def _train(loader, model_config: ModelConfig, train_config: TrainConfig, out_dir
             consistent = True
             save()
     except KeyboardInterrupt:
-        if consistent:                                      # keep the work done so far; else
-            save()                                          # the last checkpoint stands
+        # Keep the work done so far; else the last checkpoint stands.  Not under several
+        # workers: the others are not saving now, and the save's all-gather would wait for them.
+        if consistent and not multi:
+            save()
         raise
     finally:
         bar.close()

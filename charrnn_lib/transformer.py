@@ -61,8 +61,9 @@ per head (batch, heads, time, d_head); logits (batch, time, K).  The cache is a 
 one ``(keys, values)`` pair per layer, each (batch, heads, positions, d_head) float32; the
 XLA-compiled generation loop preallocates it instead as one (layers, 2, batch, heads,
 context, d_head) buffer, written a slot per character (``TransformerSampler``).
-Training plugs into the book's step: ``make_train_step(model, optimizer, None, train_config,
-loss_and_grads=transformer_loss_and_grads(model))``, called with ``states=[]``.
+Training is the book's own: ``charrnn_lib.train.train`` builds the model from its
+``TransformerConfig`` and runs the reference step (``keras_loss_and_grads``) with no state to
+carry (``states=[]``; ``charrnn_lib.architecture.forward``).
 """
 from __future__ import annotations
 
@@ -74,10 +75,10 @@ import numpy as np
 import tensorflow as tf
 
 from charrnn_lib.config import TransformerConfig  # noqa: F401  (defined with the other configurations)
-from charrnn_lib.sample import MODES, SamplingError, _choose, check_options, check_prime, uniforms
+from charrnn_lib.sample import MODES, SamplingError, check_options, check_prime, choose_next, uniforms
 
 __all__ = ["Block", "CausalSelfAttention", "CharTransformer", "TransformerConfig", "TransformerSampler",
-           "build_transformer", "cache_bytes", "causal_mask", "transformer_loss_and_grads",
+           "build_transformer", "cache_bytes", "causal_mask",
            "transformer_parameter_count"]
 
 LAYER_NORM_EPSILON = 1e-5   # nanoGPT's (PyTorch's default); Keras's default is 1e-3
@@ -319,28 +320,6 @@ def cache_bytes(config: TransformerConfig, positions: int, batch: int = 1) -> in
     return 2 * config.num_layers * batch * positions * config.d_model * 4
 
 
-def transformer_loss_and_grads(model):
-    """``loss_and_grads(x, y, states) -> (loss, grads, [])`` for ``charrnn_lib.train.make_train_step``.
-
-    As ``charrnn_lib.train.keras_loss_and_grads``: ``loss`` the mean cross-entropy of the next
-    characters ``y`` (b, T) in nats, ``grads`` its dense gradients for
-    ``model.trainable_variables``.  A Transformer carries no state between batches: ``states``
-    is ignored (pass ``[]``) and the new states are an empty list.  ``T <= context``.
-    """
-    variables = model.trainable_variables
-
-    def loss_and_grads(x, y, states):
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)                                    # (b, T, K)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-        # The embeddings' gradients arrive as IndexedSlices (a row per occurrence): made dense,
-        # as the reference does, before clipping and Adam square them.
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
-        return loss, grads, []
-
-    return loss_and_grads
-
-
 # --------------------------------------------------------------------------- generation
 
 
@@ -430,7 +409,7 @@ class TransformerSampler:
 
         def body(t, x, buffer, ids, logits_seen):
             logits, buffer = self.model.call_slot(x, buffer, n + t)                    # (B, K)
-            chosen = _choose(logits, x, u[:, t], mode, temperature, self.space_id)     # (B,)
+            chosen = choose_next(logits, x, u[:, t], mode, temperature, self.space_id)  # (B,)
             return t + 1, chosen, buffer, ids.write(t, chosen), logits_seen.write(t, logits)
 
         _, x, _, ids, logits_seen = tf.while_loop(lambda t, *_: t < steps, body,

@@ -25,7 +25,7 @@ def test_the_candidates_build_and_have_comparable_sizes():
 def test_a_run_plans_by_its_speed_and_stops_at_the_deadline(tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("the cat sat on the mat. the dog sat on the log. " * 60, encoding="utf-8")
-    candidate = bench_quality.Candidate("tiny GRU", ModelConfig(2, hidden_size=8, num_layers=1, cell="gru"),
+    candidate = bench_quality.Candidate("tiny GRU", lambda k: ModelConfig(k, hidden_size=8, num_layers=1, cell="gru"),
                                         dict(batch_size=4, seq_length=16, learning_rate=0.01))
     r = bench_quality.run_candidate(candidate, budget_s=6.0, corpus=corpus, cache_dir=tmp_path / "cache")
     assert math.isfinite(r["val_loss"]) and r["val_loss"] < math.log(20)

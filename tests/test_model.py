@@ -122,3 +122,30 @@ def test_fixed_batch_size():
     model = build_model(config, batch_size=4)
     assert model.inputs[0].shape[0] == 4
     assert [tuple(z.shape) for z in zero_states(config, 4)] == [(4, 3)] * 4
+
+
+def test_one_build_and_forward_for_both_families():
+    """charrnn_lib.architecture: the config decides the network; forward is the model's own call."""
+    from charrnn_lib.architecture import build, carries_state, forward
+    from charrnn_lib.config import TransformerConfig
+    from charrnn_lib.transformer import CharTransformer
+
+    ids = tf.constant([[1, 2, 3, 0]], tf.int32)                       # (1, 4)
+    rnn_config = ModelConfig(vocab_size=5, hidden_size=6, num_layers=2)
+    seed_everything(0)
+    rnn = build(rnn_config, batch_size=1)
+    assert carries_state(rnn_config) and rnn.inputs[0].shape == (1, None)
+    states = [tf.random.normal((1, 6), seed=i) for i in range(4)]
+    logits, new_states = forward(rnn, ids, states, training=False)
+    expected, *expected_states = rnn([ids, *states])
+    np.testing.assert_array_equal(logits.numpy(), expected.numpy())
+    assert len(new_states) == 4 and all(np.array_equal(a, b) for a, b in zip(new_states, expected_states))
+
+    tf_config = TransformerConfig(vocab_size=5, d_model=8, num_layers=1, num_heads=2, context=8)
+    transformer = build(tf_config)
+    assert isinstance(transformer, CharTransformer) and not carries_state(tf_config)
+    logits, new_states = forward(transformer, ids, [], training=False)
+    assert new_states == [] and logits.shape == (1, 4, 5)
+    np.testing.assert_array_equal(logits.numpy(), transformer(ids).numpy())
+    with pytest.raises(ValueError, match="float32"):
+        build(tf_config, dtype_policy="mixed_float16")

@@ -13,6 +13,7 @@ import html.parser
 import http.server
 import os
 import pathlib
+import re
 import shutil
 import threading
 import urllib.parse
@@ -25,7 +26,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PAGES = sorted(p.relative_to(HTML).as_posix() for p in HTML.glob("chapters/*.html")) + ["book/notation.html"]
+ENGLISH = sorted(p.relative_to(HTML).as_posix() for p in HTML.glob("chapters/*.html")) + ["book/notation.html"]
+PAGES = ENGLISH + [f"ko/{page}" for page in ENGLISH]          # the Korean edition: _build/html/ko
 
 
 def _unavailable(reason: str):
@@ -121,8 +123,50 @@ def test_page_reads_well(browser, site, page):
         assert raw not in view["text"], f"{page}: raw TeX {raw!r} left in the text a reader sees"
     assert not view["broken"], f"{page}: figures that did not load: {view['broken']}"
     assert not view["external"], f"{page}: requested resources from outside the book: {view['external'][:5]}"
-    if page.startswith("chapters/"):
+    if "chapters/" in page:
         assert view["images"] > 0, f"{page}: a chapter without a single figure"
+    if page.startswith("ko/"):
+        _check_korean(browser, page, view)
+
+
+def _hangul(text: str) -> int:
+    return sum("\uac00" <= c <= "\ud7a3" for c in text)
+
+
+def _check_korean(browser, page, view):
+    """Korean text, drawn with a font that has Korean glyphs (not boxes), in a page marked ``lang="ko"``."""
+    assert browser.execute_script("return document.documentElement.lang") == "ko", f"{page}: not marked Korean"
+    assert _hangul(view["text"]) > 0.3 * len(view["text"].split()), f"{page}: little Korean text"
+    # emphasis that did not parse shows its asterisks (CommonMark's flanking rules meet Korean particles)
+    stray = re.findall(r".{0,20}(?:\*\*|\*[\uac00-\ud7a3]|[\uac00-\ud7a3]\*).{0,20}", view["text"])
+    assert not stray, f"{page}: markdown emphasis left unparsed: {stray[:3]}"
+    nav = browser.execute_script("return (document.querySelector('nav.bd-docs-nav') || document.body).innerText")
+    assert _hangul(nav) > 20 and not {"Front matter", "Chapters", "Appendices"} & set(nav.splitlines()), (
+        f"{page}: the table of contents is not translated: {nav[:200]!r}")
+    # The fonts Chromium actually used for the page's title (DevTools protocol), against the
+    # installed fonts that cover Korean (fontconfig).
+    import subprocess
+
+    korean_fonts = set(subprocess.run(["fc-list", ":lang=ko", "family"], capture_output=True, text=True,
+                                      check=False).stdout.replace("\n", ",").split(","))
+    browser.execute_cdp_cmd("DOM.enable", {})
+    browser.execute_cdp_cmd("CSS.enable", {})
+    root = browser.execute_cdp_cmd("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
+    title = browser.execute_cdp_cmd("DOM.querySelector", {"nodeId": root, "selector": "article h1"})["nodeId"]
+    used = browser.execute_cdp_cmd("CSS.getPlatformFontsForNode", {"nodeId": title})["fonts"]
+    assert any(f["familyName"] in korean_fonts and f["glyphCount"] > 0 for f in used), (
+        f"{page}: the title is not drawn with a Korean font: {used} (install fonts-nanum)")
+
+
+def test_every_page_links_to_its_other_edition(browser, site):
+    """The language switch at the top of a page opens the same page in the other language, both ways."""
+    for page in ("chapters/03_lstm_gru.html", "book/index.html"):
+        browser.get(f"{site}/{page}")
+        browser.find_element("css selector", ".language-switch a").click()
+        assert browser.current_url == f"{site}/ko/{page}"
+        assert browser.execute_script("return document.documentElement.lang") == "ko"
+        browser.find_element("css selector", ".language-switch a").click()
+        assert browser.current_url == f"{site}/{page}"
 
 
 class _Anchors(html.parser.HTMLParser):
@@ -150,7 +194,8 @@ def _parse(path: pathlib.Path) -> _Anchors:
 def test_internal_links_resolve():
     if not (HTML / "index.html").is_file():
         _unavailable("the book is not built: run `make book` first")
-    pages = [HTML / "index.html", *HTML.glob("book/*.html"), *HTML.glob("chapters/*.html")]
+    pages = [HTML / "index.html", *HTML.glob("book/*.html"), *HTML.glob("chapters/*.html"),
+             *HTML.glob("ko/book/*.html"), *HTML.glob("ko/chapters/*.html")]
     broken = []
     for page in pages:
         for href in _parse(page).hrefs:
@@ -165,3 +210,61 @@ def test_internal_links_resolve():
             elif url.fragment and target.suffix == ".html" and url.fragment not in _parse(target).ids:
                 broken.append(f"{page.relative_to(HTML)} -> {href} (no such anchor)")
     assert not broken, "broken internal links:\n  " + "\n  ".join(broken[:30])
+
+
+def test_live_sampler_writes_the_librarys_text(browser):
+    """The built live sampler page, opened from disk (file://, every other host unreachable), runs
+    chapter 5's model: with argmax it writes the library's text for the same prime and length.
+
+    The page computes in float64, the library in float32, so argmax could part at a near-tie:
+    the smallest top-2 logit margin along the text and the largest page-vs-library logit
+    difference are measured and printed (``pytest -s``), with the page's characters per second.
+    """
+    import numpy as np
+    import tensorflow as tf
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from charrnn_lib import sample, web
+    from charrnn_lib.checkpoint import load_checkpoint
+    from charrnn_lib.model import zero_states
+
+    page, run = HTML / "book" / "live_sampler.html", web.recipe_run_dir()
+    assert page.is_file(), "the book has no live sampler page"
+    assert run.is_dir(), f"{run} is missing: `make book` trains chapter 5's recipe run into it"
+    model, vocab, config = load_checkpoint(run)
+    browser.get(page.as_uri())
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+        "const b = document.getElementById('ls-app'); return b && b.getAttribute('data-state');"))
+    prime, length = "ROMEO:", 2000
+    browser.execute_script("""
+        document.getElementById('ls-prime').value = arguments[0];
+        document.getElementById('ls-mode').value = 'argmax';
+        document.getElementById('ls-length').value = arguments[1];
+        document.getElementById('ls-generate').click();""", prime, str(length))
+    WebDriverWait(browser, 120).until(lambda d: d.execute_script(
+        "return ['done', 'invalid', 'error'].includes(document.getElementById('ls-app').getAttribute('data-state'))"))
+    text, status, rate, elsewhere = browser.execute_script("""
+        return [document.getElementById('ls-output').textContent, document.getElementById('ls-status').textContent,
+                CharRNNLive.lastRun && CharRNNLive.lastRun.charactersPerSecond,
+                performance.getEntriesByType('resource').map(r => r.name).filter(n => !n.startsWith('file://'))];""")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SHOTS / "book_live_sampler.png"))
+    expected = sample.Sampler(model, vocab, config).generate(length, prime=prime, mode="argmax")
+    page_logits = np.array(browser.execute_script(
+        "return CharRNNLive.logitsAlong(CharRNNLive.model, arguments[0])", expected[:-1]))   # (T, K)
+    ids = tf.constant(vocab.encode(expected[:-1])[None])
+    library_logits = model([ids, *zero_states(config, 1)], training=False)[0].numpy()[0]   # (T, K), float32
+    top2 = np.sort(library_logits[len(prime) - 1:], axis=1)[:, -2:]     # the rows that chose the generated text
+    margin, difference = float(np.min(top2[:, 1] - top2[:, 0])), float(np.max(np.abs(page_logits - library_logits)))
+    print(f"\nlive sampler, chapter 5's model, argmax, {length} characters: smallest top-2 logit margin {margin:.3g}, "
+          f"largest page-vs-library logit difference {difference:.3g}; {rate:,.0f} characters per second in the page")
+    assert not elsewhere, f"the page requested resources from outside the book: {elsewhere[:5]}"
+    assert "characters per second" in status, status
+    title, prose = browser.execute_script(
+        "return [document.querySelector('article h1').textContent, document.querySelector('article').innerText]")
+    assert title.startswith("Live sampler") and "How the page is built" in prose, "the sampler hid the page's text"
+    first = next((i for i, (a, b) in enumerate(zip(text, expected)) if a != b), min(len(text), len(expected)))
+    assert text == expected, (f"the page parts from the library at character {first} (margin {margin:.3g}, "
+                              f"logit difference {difference:.3g}): {text[first - 20:first + 20]!r} vs "
+                              f"{expected[first - 20:first + 20]!r}")
+    assert difference < 1e-3, f"page and library logits differ by {difference:.3g}, more than float32 rounding"

@@ -98,7 +98,7 @@ def test_choose_rules_on_hand_made_probabilities():
     prev = tf.constant([0, 2, 1, 2])  # id 2 plays the space
     u = tf.constant([0.9, 0.9, 0.9, 0.1])  # u = 0.9 -> index 2; u = 0.1 -> index 0
     for mode, expected in (("argmax", [0, 0, 0, 0]), ("sample", [2, 2, 2, 0]), ("space", [0, 2, 0, 0])):
-        got = sample._choose(tf.constant(logits), prev, u, tf.constant(sample.MODES.index(mode)), 1.0, 2)
+        got = sample.choose_next(tf.constant(logits), prev, u, tf.constant(sample.MODES.index(mode)), 1.0, 2)
         assert got.numpy().tolist() == expected, mode
 
 
@@ -219,20 +219,75 @@ def test_the_smallest_temperature_is_still_a_distribution(lstm):
         sampler.generate(60, prime="the ", temperature=sample.MIN_TEMPERATURE / 10)
 
 
-@pytest.mark.parametrize("at_once", [True, False])
-def test_uniform_stream_hands_out_the_whole_draw(at_once, monkeypatch):
-    if not at_once:  # per-stream generators moved into place, as for a very long generation
-        monkeypatch.setattr(sample.UniformStream, "AT_ONCE", 0)
-    for seed, length, streams in [(0, 7, 1), (5, 257, 3), (2**40, 100, 4), (1, 0, 2)]:
+@pytest.mark.parametrize("buffer", [None, 1, 700])  # the default; one block per call; a few blocks
+def test_uniform_stream_hands_out_the_whole_draw(buffer, monkeypatch):
+    if buffer is not None:
+        monkeypatch.setattr(sample.UniformStream, "BUFFER_NUMBERS", buffer)
+    for seed, length, streams in [(0, 7, 1), (5, 257, 3), (2**40, 100, 4), (1, 0, 2), (2**63 - 1, 600, 2)]:
         source = sample.UniformStream(seed, length, streams)
-        blocks = [source.take(n) for n in (1, 5, 3, 256, 256)]
+        blocks = [source.take(n) for n in (1, 5, 3, 256, 256, 100)]
         np.testing.assert_array_equal(np.concatenate(blocks, axis=1), sample.uniforms(seed, length, streams))
         assert source.take(10).shape == (streams, 0)
 
 
+def test_uniforms_do_not_depend_on_how_they_are_taken():
+    """The Philox blocks are keyed by (seed, block index): however the columns are cut --
+    one at a time, across block boundaries, all at once -- and however long the generation
+    or however many the streams, column j of stream b is the same number."""
+    B = sample.UNIFORM_BLOCK
+    whole = sample.uniforms(9, 3 * B + 17, 4)  # (4, 3B + 17)
+    assert whole.shape == (4, 3 * B + 17) and whole.dtype == np.float32
+    rng = np.random.default_rng(0)
+    for blocks_per_call in (1, 2, 100):  # random cuts, including sizes above a block, and refills
+        source, pieces = sample.UniformStream(9, 3 * B + 17, 4), []
+        source.blocks_per_call = blocks_per_call
+        while source.position < source.length:
+            pieces.append(source.take(int(rng.integers(1, 2 * B + 2))))
+        np.testing.assert_array_equal(np.concatenate(pieces, axis=1), whole)
+    one_by_one = sample.UniformStream(9, B + 3, 4)
+    np.testing.assert_array_equal(np.concatenate([one_by_one.take(1) for _ in range(B + 3)], axis=1),
+                                  whole[:, :B + 3])
+    np.testing.assert_array_equal(sample.uniforms(9, 40, 4), whole[:, :40])  # a longer draw extends a shorter
+    np.testing.assert_array_equal(sample.uniforms(9, 3 * B + 17, 2), whole[:2])  # rows do not depend on B
+    np.testing.assert_array_equal(sample.uniforms(9, 3 * B + 17, 1)[0], whole[0])
+    # ... and block j really is the Philox draw keyed by (seed, j), row b its b-th run of B numbers
+    import tensorflow as tf
+
+    block2 = 1.0 - tf.random.stateless_uniform([4, B], seed=[9, 2], alg="philox").numpy()
+    np.testing.assert_array_equal(whole[:, 2 * B:3 * B], block2)
+    assert not np.array_equal(sample.uniforms(10, 40, 1), whole[:1, :40])  # another seed, other numbers
+
+
+def test_uniforms_are_in_the_half_open_unit_interval_and_uniform():
+    n_streams, n = 8, 12_500  # 100,000 numbers
+    u = sample.uniforms(123, n, n_streams).ravel().astype(np.float64)
+    assert u.min() > 0.0 and u.max() <= 1.0  # (0, 1]: the weighted pick never sees u = 0
+    assert np.all(np.round(u * 2**23) == u * 2**23)  # float32 steps of 2**-23, as 1 - x maps them exactly
+    # Chi-square over 20 equal bins: 19 degrees of freedom, mean 19, sd ~6.2; above 50 has
+    # probability ~1e-4 for a uniform source, and any real bias of a few per cent fails it.
+    counts = np.bincount(np.minimum((u * 20).astype(int), 19), minlength=20)
+    expected = u.size / 20
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 50, chi2
+    assert abs(u.mean() - 0.5) < 4 * np.sqrt(1 / 12 / u.size)  # within 4 standard errors
+    lag1 = np.corrcoef(u[:-1], u[1:])[0, 1]  # neighbours (within and across blocks) uncorrelated
+    assert abs(lag1) < 4 / np.sqrt(u.size)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.5, "3", True])
+def test_bad_seeds_are_refused(lstm, seed):
+    _, _, sampler = lstm
+    with pytest.raises(sample.SamplingError, match="seed must be an integer"):
+        sampler.generate(5, seed=seed)
+    with pytest.raises(sample.SamplingError, match="seed must be an integer"):
+        sampler.stream(5, seed=seed)
+    with pytest.raises(sample.SamplingError, match="seed must be an integer"):
+        sample.uniforms(seed, 5)
+
+
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_streams=3, mode="space"), dict(prime="the cat sat on the mat. "),
                                     dict(length=0), dict(include_prime=False, mode="argmax")])
-def test_stream_yields_the_generated_text_piece_by_piece(lstm, vocab, kwargs, monkeypatch):
+def test_stream_yields_the_generated_text_piece_by_piece(lstm, vocab, kwargs):
     model, cfg, _ = lstm
     sampler = sample.Sampler(model, vocab, cfg, chunk=16)  # several chunks, the prime across them
     kwargs = dict(dict(length=70, prime="on the", temperature=0.9, seed=11), **kwargs)
@@ -241,7 +296,5 @@ def test_stream_yields_the_generated_text_piece_by_piece(lstm, vocab, kwargs, mo
     pieces = list(sampler.stream(**kwargs))
     assert all(len(p) == len(whole) for p in pieces) and max(len(t) for p in pieces for t in p) <= 16 + 24
     assert ["".join(p[b] for p in pieces) for b in range(len(whole))] == whole
-    monkeypatch.setattr(sample.UniformStream, "AT_ONCE", 0)  # the long-generation path: the same text
-    assert ["".join(p[b] for p in sampler.stream(**kwargs)) for b in range(len(whole))] == whole
     with pytest.raises(sample.SamplingError):  # checked at the call, not at the first piece
         sampler.stream(length=5, prime="Z")

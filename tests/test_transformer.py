@@ -20,9 +20,9 @@ import tensorflow as tf
 from charrnn_lib.config import TrainConfig
 from charrnn_lib.data import Vocab
 from charrnn_lib.sample import softmax_with_temperature, uniforms, weighted_pick
-from charrnn_lib.train import make_train_step
+from charrnn_lib.train import keras_loss_and_grads, make_train_step
 from charrnn_lib.transformer import (CausalSelfAttention, CharTransformer, TransformerConfig, TransformerSampler,
-                                     build_transformer, cache_bytes, causal_mask, transformer_loss_and_grads,
+                                     build_transformer, cache_bytes, causal_mask,
                                      transformer_parameter_count)
 
 TEXT = "the cat sat on the mat. a dog ran to the cat and the cat ran off.\n"
@@ -308,7 +308,7 @@ def test_a_tiny_model_learns_through_the_books_train_step(vocab):
     x = np.stack([[ids[s:s + T] for s in row] for row in starts])         # (steps, B, T)
     y = np.stack([[ids[s + 1:s + T + 1] for s in row] for row in starts])
 
-    loss_and_grads = transformer_loss_and_grads(model)
+    loss_and_grads = keras_loss_and_grads(model)       # the reference step: forward() without states
     loss, grads, states = loss_and_grads(tf.constant(x[0]), tf.constant(y[0]), [])
     assert states == [] and len(grads) == len(model.trainable_variables)
     assert all(isinstance(g, tf.Tensor) and g.shape == v.shape for g, v in zip(grads, model.trainable_variables))
