@@ -41,11 +41,22 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+# CPU flags of native float16 arithmetic.  TensorFlow decides from the *CPU's* flags whether to
+# hand a float16 matrix product to oneDNN; oneDNN, limited by ONEDNN_MAX_CPU_ISA to a level
+# without float16, then cannot build it and aborts the process (measured on an Intel Xeon with
+# avx512_fp16: appendix A's mixed-precision cell killed its kernel).  A real CPU of the lower
+# level would not take that path, so on such CPUs the pass switches TensorFlow's oneDNN
+# optimisations off instead of limiting them; XLA's limit still changes the float32 results.
+FLOAT16_FLAGS = {"avx512_fp16", "amx_fp16"}
+
+
 def other_setting(machine: str | None = None, flags: set[str] | None = None) -> dict[str, str]:
     """Environment variables that make TensorFlow compute on a lower level than the host's best.
 
-    On x86-64: one level below the best the CPU has (AVX-512 -> AVX2, AVX2 -> AVX, ...).
-    Elsewhere (aarch64), or when the level is unknown: oneDNN's optimisations switched off.
+    On x86-64: one level below the best the CPU has (AVX-512 -> AVX2, AVX2 -> AVX, ...), for
+    XLA and for oneDNN (oneDNN switched off instead on a CPU with native float16, see
+    ``FLOAT16_FLAGS``).  Elsewhere (aarch64), or when the level is unknown: oneDNN's
+    optimisations switched off.
     """
     machine = (machine or platform.machine()).lower()
     flags = cpu_flags() if flags is None else flags
@@ -53,6 +64,8 @@ def other_setting(machine: str | None = None, flags: set[str] | None = None) -> 
         best = next((i for i, (flag, _, _) in enumerate(X86_LEVELS) if flag in flags), None)
         if best is not None and best + 1 < len(X86_LEVELS):
             _, xla, onednn = X86_LEVELS[best + 1]
+            if flags & FLOAT16_FLAGS:
+                return {"XLA_FLAGS": f"--xla_cpu_max_isa={xla}", "TF_ENABLE_ONEDNN_OPTS": "0"}
             return {"XLA_FLAGS": f"--xla_cpu_max_isa={xla}", "ONEDNN_MAX_CPU_ISA": onednn}
     return {"TF_ENABLE_ONEDNN_OPTS": "0" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0" else "1"}
 
@@ -71,7 +84,7 @@ print(np.concatenate([xla.numpy(), eager.numpy()]).view(np.uint32).tobytes().hex
 
 def probe_bits(extra_env: dict[str, str]) -> str:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", **extra_env}
-    for name in ("XLA_FLAGS", "ONEDNN_MAX_CPU_ISA"):       # the host's default: none of these set
+    for name in ("XLA_FLAGS", "ONEDNN_MAX_CPU_ISA", "TF_ENABLE_ONEDNN_OPTS"):  # the host's default: none set
         if name not in extra_env:
             env.pop(name, None)
     done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)

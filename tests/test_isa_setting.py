@@ -24,6 +24,12 @@ def test_one_level_below_the_best_on_x86(flags, expected):
     assert isa_setting.other_setting("x86_64", flags) == expected
 
 
+def test_a_cpu_with_native_float16_switches_onednn_off_instead_of_limiting_it():
+    flags = {"sse4_2", "avx", "avx2", "avx512f", "avx512_fp16"}
+    assert isa_setting.other_setting("x86_64", flags) == {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2",
+                                                          "TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
 def test_other_architectures_switch_onednn(monkeypatch):
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     assert isa_setting.other_setting("aarch64", set()) == {"TF_ENABLE_ONEDNN_OPTS": "0"}
