@@ -372,8 +372,8 @@ def _check_training_memory(args, loader, parser) -> int:
     return FREE_CHECKPOINTS * resources.checkpoint_bytes(model, args.batch_size, batches)
 
 
-def _check_export(args, parser):
-    """The checkpoint to export (as ``sample`` finds it), a recurrent model, and a new or empty --out."""
+def _find_checkpoint(args, parser):
+    """``(ckpt, identity, vocab)`` of the newest complete checkpoint under ``--checkpoint``, or one usage line."""
     from charrnn_lib import checkpoint
 
     if not args.checkpoint.is_dir():
@@ -384,9 +384,15 @@ def _check_export(args, parser):
         parser.error(f"--checkpoint {str(args.checkpoint)!r} holds no usable checkpoint: no ckpt-<step> folder "
                      f"in it; train first with --out pointing there")
     try:
-        identity, _, _ = checkpoint.read_checkpoint_meta(ckpt)
+        identity, _, vocab = checkpoint.read_checkpoint_meta(ckpt)
     except checkpoint.CheckpointError as exc:
         parser.error(f"--checkpoint {str(args.checkpoint)!r} holds no usable checkpoint: {exc}")
+    return ckpt, identity, vocab
+
+
+def _check_export(args, parser):
+    """The checkpoint to export (as ``sample`` finds it), a recurrent model, and a new or empty --out."""
+    ckpt, identity, _ = _find_checkpoint(args, parser)
     if identity["model"].get("architecture") == "transformer":
         parser.error(f"--checkpoint {str(args.checkpoint)!r} holds a Transformer (chapter 7): the command line "
                      f"exports the recurrent models (a Transformer has a key/value cache, not a state)")
@@ -417,19 +423,9 @@ def run_export(args, ckpt) -> int:
 
 def _check_sample(args, parser):
     """The checkpoint to load (newest complete one) and its vocabulary; every check without Keras."""
-    from charrnn_lib import checkpoint, resources
+    from charrnn_lib import resources
 
-    if not args.checkpoint.is_dir():
-        parser.error(f"--checkpoint {str(args.checkpoint)!r} is not a folder; give the --out folder of a "
-                     f"'train' run")
-    ckpt = checkpoint.latest_checkpoint(args.checkpoint)
-    if ckpt is None:
-        parser.error(f"--checkpoint {str(args.checkpoint)!r} holds no usable checkpoint: no ckpt-<step> folder "
-                     f"in it; train first with --out pointing there")
-    try:
-        identity, _, vocab = checkpoint.read_checkpoint_meta(ckpt)
-    except checkpoint.CheckpointError as exc:
-        parser.error(f"--checkpoint {str(args.checkpoint)!r} holds no usable checkpoint: {exc}")
+    ckpt, identity, vocab = _find_checkpoint(args, parser)
     if not args.prime:
         parser.error("--prime must not be empty (the deck primes with a single space)")
     unknown = sorted(set(args.prime) - set(vocab.chars))
