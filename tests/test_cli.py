@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from charrnn_lib import cli
-from charrnn_lib.data import Vocab
+
+from cli_helpers import ENV, command, fake_checkpoint, our_lines, run_cli  # tests/cli_helpers.py
 
 TINY = "to be or not to be, that is the question.\nwhether 'tis nobler in the mind to suffer\n" * 8
 
@@ -117,22 +118,6 @@ def test_preset_fills_only_the_options_not_given():
     assert (train_config.num_epochs, train_config.seed, train_config.seq_length) == (3, 7, 20)
 
 
-def fake_checkpoint(folder, chars="abc ", step=5):
-    """A checkpoint folder whose JSON files are real and whose arrays are empty files: enough for
-    every check the command line makes before it loads TensorFlow."""
-    ckpt = folder / f"ckpt-{step:08d}"
-    ckpt.mkdir(parents=True)
-    (ckpt / "vocab.json").write_text(Vocab(tuple(chars)).to_json(), encoding="utf-8")
-    model = dict(vocab_size=len(chars), hidden_size=8, num_layers=1, cell="gru", embedding_dim=None,
-                 dropout=0.0, init="keras")
-    (ckpt / "config.json").write_text(json.dumps({"model": model, "train": {}, "data": {}}))
-    (ckpt / "progress.json").write_text(json.dumps({"format": 1, "epoch": 0, "batch": step, "global_step": step,
-                                                    "finished": False, "history": {}}))
-    for name in ("model.weights.h5", "optimizer.npz", "state.npy", "rng.npz"):
-        (ckpt / name).write_bytes(b"")
-    return ckpt
-
-
 SMALL = ["--batch-size", "2", "--seq-length", "8"]
 BAD = [
     (["train", "--corpus", "no-such-corpus", "--out", "OUT"], "neither a built-in corpus"),
@@ -227,24 +212,6 @@ def test_bad_options_fail_fast_without_tensorflow(corpus, tmp_path):
 # ----------------------------------------------------------------------------------------
 # The real command in subprocesses: unusable folders, the lock, Ctrl-C, divergence, damage.
 # ----------------------------------------------------------------------------------------
-
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONHASHSEED="0")
-PROG = "python -m charrnn_lib"
-
-
-def command(*args):
-    return [sys.executable, "-m", "charrnn_lib", *map(str, args)]
-
-
-def run_cli(*args, timeout=300):
-    return subprocess.run(command(*args), capture_output=True, text=True, timeout=timeout, env=ENV)
-
-
-def our_lines(stderr):
-    """The lines of stderr the command line wrote (it writes nothing else there but the notice
-    of a signal, and TensorFlow's start-up lines stay off unless --verbose)."""
-    return [line for line in stderr.splitlines() if line.startswith(PROG)]
-
 
 def assert_one_line_error(result, code, message):
     assert result.returncode == code, (result.returncode, result.stderr)
@@ -540,7 +507,7 @@ def test_damaged_checkpoints_fail_in_one_line(trained, tmp_path):
     for (argv, got, err, out), (_, code, message) in zip(json.loads(result.stdout), runs):
         assert got == code, (argv, got, err)
         assert "Traceback" not in err and "allow_pickle" not in err and "pickle.load" not in err, err
-        ours = [line for line in err.splitlines() if line.startswith(PROG)]
+        ours = our_lines(err)
         assert len(ours) == 1 and message in ours[0], (argv, err)
     fallback_err = json.loads(result.stdout)[-1][2]
     assert "ckpt-99999999 is incomplete" in fallback_err and f"using the older complete checkpoint {ckpt_name}" \

@@ -10,7 +10,6 @@ fail in one line with status 2 and leave nothing behind; a failed export leaves 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,10 +22,10 @@ from charrnn_lib import cli
 from charrnn_lib.config import MIN_TEMPERATURE, TransformerConfig
 from charrnn_lib.data import Vocab
 
+from cli_helpers import ENV, fake_checkpoint, our_lines, run_cli  # tests/cli_helpers.py
+
 TINY = "ROMEO:\nto be or not to be, that is the question.\nwhether 'tis nobler in the mind to suffer\n\n" * 8
 README = Path(__file__).resolve().parent.parent / "README.md"
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONHASHSEED="0")
-PROG = "python -m charrnn_lib"
 
 # (prime, length, temperature, seed, mode): every mode; a prime longer than one chunk of the
 # loop (256 steps), so that forced and chosen steps share a chunk; several chunks and Philox
@@ -47,16 +46,8 @@ BAD_STEP = [(dict(ids=[0, 99]), "ids must be character ids in [0, "),
             (dict(state_batch=3), "with B = the number of ids, got [4 3 16] for [2] ids")]
 
 
-def command(*args):
-    return [sys.executable, "-m", "charrnn_lib", *map(str, args)]
-
-
-def run_cli(*args, timeout=300):
-    return subprocess.run(command(*args), capture_output=True, text=True, timeout=timeout, env=ENV)
-
-
 def one_error_line(stderr: str) -> str:
-    ours = [line for line in stderr.splitlines() if line.startswith(PROG)]
+    ours = our_lines(stderr)
     assert len(ours) == 1 and "Traceback" not in stderr, stderr
     return ours[0]
 
@@ -244,20 +235,6 @@ def test_every_recurrent_cell_exports(tmp_path, cell):
 # ----------------------------------------------------------------------------------------
 # Quick: the command line's refusals (before TensorFlow), and a failed export leaves nothing.
 # ----------------------------------------------------------------------------------------
-
-def fake_checkpoint(folder, model: dict, chars="abc ", step=5):
-    """A checkpoint whose JSON files are real and whose arrays are empty: enough for every
-    check the command line makes before it loads TensorFlow."""
-    ckpt = folder / f"ckpt-{step:08d}"
-    ckpt.mkdir(parents=True)
-    (ckpt / "vocab.json").write_text(Vocab(tuple(chars)).to_json(), encoding="utf-8")
-    (ckpt / "config.json").write_text(json.dumps({"model": model, "train": {}, "data": {}}))
-    (ckpt / "progress.json").write_text(json.dumps({"format": 1, "epoch": 0, "batch": step, "global_step": step,
-                                                    "finished": False, "history": {}}))
-    for name in ("model.weights.h5", "optimizer.npz", "state.npy", "rng.npz"):
-        (ckpt / name).write_bytes(b"")
-    return ckpt
-
 
 def test_bad_export_commands_fail_in_one_line_and_leave_nothing(tmp_path, capsys):
     lstm = dict(vocab_size=4, hidden_size=8, num_layers=1, cell="lstm", embedding_dim=None, dropout=0.0,

@@ -13,7 +13,6 @@ Chromium), except under CI.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
 
@@ -26,9 +25,10 @@ from charrnn_lib.data import TextLoader, Vocab
 from charrnn_lib.model import build_model, zero_states
 from charrnn_lib.repro import seed_everything
 
+from headless_chromium import start_chromium  # tests/headless_chromium.py
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLER_JS = ROOT / "book" / "_static" / "live_sampler.js"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 TEXT = ("ROMEO: the cat sat on the mat. A dog ran to the cat, and the cat ran off!\n"
         "JULIET: what? the dog sat; the mat ran. O cat, O dog.\n") * 3
@@ -244,32 +244,11 @@ def tiny_run(tmp_path_factory):
     return dict(folder=folder, model=model, vocab=vocab, cfg=cfg, page=page_model(arrays, doc))
 
 
-def _unavailable(reason: str):
-    if IN_CI:
-        pytest.fail(f"{reason} (under CI this check must run, never skip)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def offline_browser():
     """Headless Chromium with every host unreachable: no name resolves, and the proxy is a dead port."""
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        _unavailable("headless Chromium is not installed (Debian packages chromium and chromium-driver; "
-                     "`make test` installs them when it runs as root)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-quic", "--window-size=1100,1400",
-                 "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    driver.set_page_load_timeout(60)
-    driver.set_script_timeout(60)
+    driver = start_chromium(window_size=(1100, 1400), resolver_rules="MAP * ~NOTFOUND",
+                            proxy_server="http://127.0.0.1:9")
     yield driver
     driver.quit()
 
