@@ -246,3 +246,42 @@ def test_live_sampler_writes_the_librarys_text(browser):
                               f"logit difference {difference:.3g}): {text[first - 20:first + 20]!r} vs "
                               f"{expected[first - 20:first + 20]!r}")
     assert difference < 1e-3, f"page and library logits differ by {difference:.3g}, more than float32 rounding"
+
+
+def test_korean_live_sampler_speaks_korean(browser):
+    """The Korean edition's live sampler page (file://, every other host unreachable) runs the same
+    model, writes the library's argmax text, and labels its controls and status in Korean."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from charrnn_lib import sample, web
+    from charrnn_lib.checkpoint import load_checkpoint
+
+    page, run = HTML / "ko" / "book" / "live_sampler.html", web.recipe_run_dir()
+    assert page.is_file(), "the Korean edition has no live sampler page"
+    assert run.is_dir(), f"{run} is missing: `make book` trains chapter 5's recipe run into it"
+    model, vocab, config = load_checkpoint(run)
+    browser.get(page.as_uri())
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+        "const b = document.getElementById('ls-app'); return b && b.getAttribute('data-state');"))
+    prime, length = "ROMEO:", 300
+    labels, button, summary = browser.execute_script("""
+        const box = document.getElementById('ls-app');
+        return [[...box.querySelectorAll('label')].map(e => e.textContent),
+                document.getElementById('ls-generate').textContent, box.querySelector('summary').textContent];""")
+    browser.execute_script("""
+        document.getElementById('ls-prime').value = arguments[0];
+        document.getElementById('ls-mode').value = 'argmax';
+        document.getElementById('ls-length').value = arguments[1];
+        document.getElementById('ls-generate').click();""", prime, str(length))
+    WebDriverWait(browser, 120).until(lambda d: d.execute_script(
+        "return ['done', 'invalid', 'error'].includes(document.getElementById('ls-app').getAttribute('data-state'))"))
+    state, text, status = browser.execute_script("""
+        return [document.getElementById('ls-app').getAttribute('data-state'),
+                document.getElementById('ls-output').textContent, document.getElementById('ls-status').textContent];""")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SHOTS / "ko_book_live_sampler.png"))
+    assert state == "done", f"the Korean page did not generate: {state}"
+    assert text == sample.Sampler(model, vocab, config).generate(length, prime=prime, mode="argmax")
+    assert len(labels) == 5 and all(_hangul(label) > 0 for label in labels), f"labels not in Korean: {labels}"
+    assert _hangul(button) > 0 and _hangul(summary) > 0, f"button or character list not in Korean: {button!r}, {summary!r}"
+    assert _hangul(status) > 0 and "characters" not in status, f"status line not in Korean: {status!r}"

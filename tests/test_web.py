@@ -8,7 +8,8 @@ The browser tests (``slow``) build a standalone page from the book's JavaScript 
 weights script of a tiny model trained a few steps here, open it in headless Chromium from
 ``file://`` with every host unreachable, and drive its controls: argmax gives the library's
 text, a seed repeats its text (and matches the NumPy reference of the page's generator), and
-bad input is answered in the page.  They skip where the rendered-book tests skip (no
+bad input is answered in the page -- in Korean where the page is marked ``lang="ko"``, as the
+Korean edition's is.  They skip where the rendered-book tests skip (no
 Chromium), except under CI.
 """
 from __future__ import annotations
@@ -234,12 +235,14 @@ def tiny_run(tmp_path_factory):
 
     model, vocab, cfg = load_checkpoint(folder / "run")
     shutil.copy(SAMPLER_JS, folder / "page" / "live_sampler.js")
-    page = """<!doctype html><html><head><meta charset="utf-8"><title>live sampler</title></head><body>
+    page = """<!doctype html><html{lang}><head><meta charset="utf-8"><title>live sampler</title></head><body>
 <div id="ls-app" class="live-sampler"></div>
 {weights}<script src="live_sampler.js"></script></body></html>
 """
-    (folder / "page" / "index.html").write_text(page.format(weights='<script src="live_sampler_weights.js"></script>'))
-    (folder / "page" / "no_weights.html").write_text(page.format(weights=""))
+    weights = '<script src="live_sampler_weights.js"></script>'
+    for name, lang in (("", ""), ("_ko", ' lang="ko"')):   # no language (English), and the Korean edition's
+        (folder / "page" / f"index{name}.html").write_text(page.format(lang=lang, weights=weights))
+        (folder / "page" / f"no_weights{name}.html").write_text(page.format(lang=lang, weights=""))
     doc, arrays = web.read_weights_script((folder / "page" / "live_sampler_weights.js").read_text())
     return dict(folder=folder, model=model, vocab=vocab, cfg=cfg, page=page_model(arrays, doc))
 
@@ -331,6 +334,8 @@ def test_page_explains_bad_input(offline_browser, tiny_run):
     assert state == "invalid" and "seed must be a whole number" in message
     state, text, message, _ = run_sampler(offline_browser, prime="the", length=10)   # it recovers
     assert (state, message) == ("done", "") and len(text) == 13
+    state, text, message, status = run_sampler(offline_browser, prime="")   # no stale text under the message
+    assert state == "invalid" and "prime is empty" in message and (text, status) == ("", "")
 
 
 @pytest.mark.slow
@@ -339,3 +344,55 @@ def test_page_without_weights_says_what_to_do(offline_browser, tiny_run):
     box = offline_browser.execute_script(
         "const b = document.getElementById('ls-app'); return [b.getAttribute('data-state'), b.textContent];")
     assert box[0] == "error" and "did not load" in box[1] and "make book" in box[1]
+
+
+def hangul(text: str) -> int:
+    return sum("\uac00" <= c <= "\ud7a3" for c in text)
+
+
+def page_words(driver) -> dict:
+    """The texts of the page's controls, and everything it shows, as a reader sees them."""
+    return driver.execute_script("""
+        const box = document.getElementById('ls-app');
+        return {labels: [...box.querySelectorAll('label')].map(e => e.textContent),
+                button: document.getElementById('ls-generate').textContent,
+                modes: [...box.querySelectorAll('#ls-mode option')].map(e => e.textContent),
+                summary: box.querySelector('summary').textContent, shown: box.innerText};""")
+
+
+@pytest.mark.slow
+def test_page_speaks_the_pages_language(offline_browser, tiny_run):
+    """A page marked <html lang="ko"> (the Korean edition) gets Korean controls, messages and status
+    lines and still writes the library's text; a page in any other language keeps the English ones."""
+    expected = sample.Sampler(tiny_run["model"], tiny_run["vocab"], tiny_run["cfg"]).generate(150, prime="ROMEO:", mode="argmax")
+    K = len(tiny_run["vocab"])
+
+    open_page(offline_browser, tiny_run["folder"] / "page" / "index.html")
+    words = page_words(offline_browser)
+    assert words["labels"] == ["Prime", "Mode", "Temperature", "Seed", "Length"] and words["button"] == "Generate"
+    assert words["summary"] == f"The {K} characters the model knows" and hangul(words["shown"]) == 0
+    state, text, message, status = run_sampler(offline_browser, "ROMEO:", "argmax", 150)
+    assert (state, text) == ("done", expected) and status.startswith("150 characters in ") and "(argmax)" in status
+
+    open_page(offline_browser, tiny_run["folder"] / "page" / "index_ko.html")
+    words = page_words(offline_browser)
+    assert words["labels"] == ["시작 문자열", "모드", "온도", "시드", "길이"] and words["button"] == "생성"
+    assert [m.split(":")[0] for m in words["modes"]] == ["argmax", "sample", "space"]      # the book's mode names
+    assert all(hangul(m) > 0 for m in words["modes"]) and words["summary"] == f"모델이 아는 문자 {K}개"
+    for english in ("Prime", "Generate", "characters", "Model:", "the same seed"):
+        assert english not in words["shown"], english
+    state, text, message, _ = run_sampler(offline_browser, prime="", mode="sample")
+    assert state == "invalid" and text == "" and message.startswith("시작 문자열이 비어 있습니다.") and "입력하세요" in message
+    state, _, message, _ = run_sampler(offline_browser, prime="ROMEO: §")
+    assert state == "invalid" and '모델이 본 적 없는 문자가 1개 있습니다: "§".' in message
+    state, _, message, _ = run_sampler(offline_browser, seed=2**32)
+    assert state == "invalid" and message == "시드는 0부터 4,294,967,295까지의 정수여야 합니다."   # numbers as Korean writes them
+    state, text, message, status = run_sampler(offline_browser, "ROMEO:", "argmax", 150)
+    assert (state, text, message) == ("done", expected, "")                                   # the same text
+    assert status.startswith("150 문자 생성: ") and "초당" in status and "(argmax)" in status, status
+    assert offline_browser.find_element("id", "ls-generate").text == "생성"
+    assert requested_elsewhere(offline_browser) == []
+
+    open_page(offline_browser, tiny_run["folder"] / "page" / "no_weights_ko.html")
+    shown = offline_browser.execute_script("return document.getElementById('ls-app').textContent")
+    assert "가중치를 불러오지 못했습니다" in shown and "make book" in shown

@@ -31,6 +31,12 @@
  * but not the text the library gives for that seed (charrnn_lib.sample.uniforms draws its
  * numbers from another generator).
  *
+ * The page speaks the book's language: every text it writes (labels, button, mode names,
+ * status lines, the reader's error messages) comes from one table per language, TEXTS below,
+ * chosen by the page's <html lang> -- "ko" on the Korean edition (_build/html/ko), English
+ * otherwise -- with numbers in that language's format.  checkOptions and decodeWeights take
+ * the language as an argument and answer in English without one.
+ *
  * Everything the tests need is on globalThis.CharRNNLive.
  */
 (function () {
@@ -50,6 +56,102 @@
   }
   SamplerInputError.prototype = Object.create(Error.prototype);
 
+  // ------------------------------------------------------------------ the reader's language
+
+  /* Every text the page writes, one table per language: strings, and functions for the texts
+     that insert numbers or characters (numbers in the language's own format, toLocaleString).
+     The page takes the table of its <html lang>: "ko" on the Korean edition, English
+     otherwise.  checkOptions and decodeWeights take a language code too, English by default. */
+  function numbers(locale) { return function (x) { return x.toLocaleString(locale); }; }
+  var en = numbers("en-US"), ko = numbers("ko-KR");
+
+  var TEXTS = {
+    en: {
+      prime: "Prime", mode: "Mode", temperature: "Temperature", seed: "Seed", length: "Length",
+      generate: "Generate", stop: "Stop",
+      modes: { argmax: "argmax: always the likeliest character", sample: "sample: a weighted random pick",
+               space: "space: random after a space, argmax elsewhere" },
+      temperatureHint: "  (sample and space only)", seedHint: "  the same seed, the same text", lengthHint: "  characters to generate",
+      vocabulary: function (K) { return "The " + en(K) + " characters the model knows"; },
+      model: function (m) {
+        return "Model: " + m.L + " \u00d7 " + m.H + " LSTM, " + en(m.K) + " characters, " + en(m.weightCount) + " weights" +
+          (m.source ? ", from the run " + m.source : "") + ".";
+      },
+      progress: function (done, total, rate) { return en(done) + " of " + en(total) + " characters, " + en(rate) + " characters per second\u2026"; },
+      finished: function (o, seconds, rate) {
+        return en(o.length) + " characters in " + seconds.toFixed(2) + " s, " + en(rate) + " characters per second (" + o.mode +
+          (o.mode === "argmax" ? "" : ", temperature " + o.temperature.toFixed(2) + ", seed " + o.seed) + ").";
+      },
+      stopped: "Stopped.",
+      emptyPrime: "The prime is empty: type at least one character for the network to start from (the deck used a single space).",
+      unknownCharacters: function (count, list, decomposed) {
+        return "The prime has " + en(count) + " character(s) that the model never saw: " + list + "; " + (decomposed ?
+          "the training text is NFC-normalised and so must the prime be: retype them as single characters." :
+          "remove them or use characters of the training text (the list below the Generate button).");
+      },
+      badMode: function (modes, got) { return "The mode must be one of " + modes.join(", ") + ", not " + JSON.stringify(got) + "."; },
+      badTemperature: "The temperature must be a finite number of at least 1e-30 (argmax is the limit of a small temperature).",
+      badLength: function (max) { return "The length must be a whole number from 1 to " + en(max) + "."; },
+      badSeed: function (max) { return "The seed must be a whole number from 0 to " + en(max) + "."; },
+      noSpace: "Mode 'space' needs a space in the vocabulary; use 'sample' or 'argmax'.",
+      noWeights: "The model's weights did not load: live_sampler_weights.js is missing from the book's _static folder. " +
+        "Build the book with `make book`, which writes it (python -m charrnn_lib.web).",
+      unreadable: function (message) { return "The model could not be read: " + message; },
+      rebuild: " Rebuild it with `python -m charrnn_lib.web` (`make book` does).",
+      notWeights: "live_sampler_weights.js is not a live-sampler weights script.",
+      badVersion: function (got, want) { return "live_sampler_weights.js has format version " + got + "; this page reads version " + want + "."; },
+      notLstm: function (cell) { return "the live sampler runs LSTM models only; this one is " + cell + "."; },
+      truncated: "live_sampler_weights.js is truncated.",
+      lacks: function (name, shape) { return "live_sampler_weights.js lacks " + name + " " + shape + "."; },
+      characterCount: function (n, K) { return "live_sampler_weights.js: " + n + " characters for a model of " + K + "."; },
+    },
+    ko: {
+      prime: "시작 문자열", mode: "모드", temperature: "온도", seed: "시드", length: "길이",
+      generate: "생성", stop: "멈춤",
+      modes: { argmax: "argmax: 언제나 확률이 가장 높은 문자", sample: "sample: 확률에 따른 무작위 선택(가중 추출)",
+               space: "space: 공백 뒤에서만 무작위, 그 밖에는 argmax" },
+      temperatureHint: "  (sample과 space에서만)", seedHint: "  같은 시드, 같은 텍스트", lengthHint: "  생성할 문자 수",
+      vocabulary: function (K) { return "모델이 아는 문자 " + ko(K) + "개"; },
+      model: function (m) {
+        return "모델: " + m.L + " \u00d7 " + m.H + " LSTM, 문자 " + ko(m.K) + "개, 가중치 " + ko(m.weightCount) + "개" +
+          (m.source ? ", 출처: 실행 " + m.source : "") + ".";
+      },
+      progress: function (done, total, rate) { return ko(done) + " / " + ko(total) + " 문자, 초당 " + ko(rate) + " 문자\u2026"; },
+      finished: function (o, seconds, rate) {
+        return ko(o.length) + " 문자 생성: " + seconds.toFixed(2) + "초, 초당 " + ko(rate) + " 문자 (" + o.mode +
+          (o.mode === "argmax" ? "" : ", 온도 " + o.temperature.toFixed(2) + ", 시드 " + o.seed) + ").";
+      },
+      stopped: "멈췄습니다.",
+      emptyPrime: "시작 문자열이 비어 있습니다. 신경망이 이어 쓸 문자를 하나 이상 입력하세요(슬라이드는 공백 한 칸을 썼습니다).",
+      unknownCharacters: function (count, list, decomposed) {
+        return "시작 문자열에 모델이 본 적 없는 문자가 " + ko(count) + "개 있습니다: " + list + ". " + (decomposed ?
+          "학습 텍스트는 NFC로 정규화되어 있으므로 시작 문자열도 그래야 합니다. 이 문자를 한 글자(완성형)로 다시 입력하세요." :
+          "이 문자를 지우거나 학습 텍스트에 있는 문자(생성 버튼 아래의 목록)를 쓰세요.");
+      },
+      badMode: function (modes, got) { return "모드는 " + modes.join(", ") + " 중 하나여야 합니다(입력: " + JSON.stringify(got) + ")."; },
+      badTemperature: "온도는 1e-30 이상의 유한한 수여야 합니다(argmax는 온도를 아주 작게 했을 때의 극한입니다).",
+      badLength: function (max) { return "길이는 1부터 " + ko(max) + "까지의 정수여야 합니다."; },
+      badSeed: function (max) { return "시드는 0부터 " + ko(max) + "까지의 정수여야 합니다."; },
+      noSpace: "space 모드에는 어휘에 공백이 있어야 합니다. sample이나 argmax를 쓰세요.",
+      noWeights: "모델의 가중치를 불러오지 못했습니다. 책의 _static 폴더에 live_sampler_weights.js가 없습니다. " +
+        "이 파일을 쓰는 `make book`(python -m charrnn_lib.web)으로 책을 빌드하세요.",
+      unreadable: function (message) { return "모델을 읽을 수 없습니다: " + message; },
+      rebuild: " `python -m charrnn_lib.web`으로 다시 만드세요(`make book`이 실행합니다).",
+      notWeights: "live_sampler_weights.js는 라이브 샘플러의 가중치 스크립트가 아닙니다.",
+      badVersion: function (got, want) { return "live_sampler_weights.js의 형식 버전: " + got + ", 이 페이지가 읽는 버전: " + want + "."; },
+      notLstm: function (cell) { return "라이브 샘플러는 LSTM 모델만 실행합니다. 이 모델의 셀: " + cell + "."; },
+      truncated: "live_sampler_weights.js가 중간에 잘려 있습니다.",
+      lacks: function (name, shape) { return "live_sampler_weights.js에 " + name + " " + shape + " 텐서가 없습니다."; },
+      characterCount: function (n, K) { return "live_sampler_weights.js의 문자는 " + n + "개인데 모델의 문자는 " + K + "개입니다."; },
+    },
+  };
+
+  /* A language code ("ko", "ko-KR", "en", "") -> its table; English for any other. */
+  function textsFor(language) {
+    var code = String(language || "").toLowerCase().split("-")[0];
+    return Object.prototype.hasOwnProperty.call(TEXTS, code) ? TEXTS[code] : TEXTS.en;
+  }
+
   // ------------------------------------------------------------------ the weights
 
   function base64Bytes(text) {
@@ -59,15 +161,14 @@
     return bytes;
   }
 
-  /* The script's object -> a model: typed arrays and sizes.  Throws Error with what to do. */
-  function decodeWeights(doc) {
-    var rebuild = " Rebuild it with `python -m charrnn_lib.web` (`make book` does).";
-    if (!doc || doc.format !== FORMAT) throw new Error("live_sampler_weights.js is not a live-sampler weights script." + rebuild);
-    if (doc.version !== VERSION) {
-      throw new Error("live_sampler_weights.js has format version " + doc.version + "; this page reads version " + VERSION + "." + rebuild);
-    }
+  /* The script's object -> a model: typed arrays and sizes.  Throws Error with what to do, in
+     `language` (a code such as "ko"; English by default). */
+  function decodeWeights(doc, language) {
+    var T = textsFor(language), rebuild = T.rebuild;
+    if (!doc || doc.format !== FORMAT) throw new Error(T.notWeights + rebuild);
+    if (doc.version !== VERSION) throw new Error(T.badVersion(doc.version, VERSION) + rebuild);
     var cfg = doc.model;
-    if (cfg.cell !== "lstm") throw new Error("the live sampler runs LSTM models only; this one is " + cfg.cell + "." + rebuild);
+    if (cfg.cell !== "lstm") throw new Error(T.notLstm(cfg.cell) + rebuild);
     var bytes = base64Bytes(doc.data);
     var view = new DataView(bytes.buffer);
     var flat = new Float32Array(bytes.length / 4);
@@ -75,13 +176,13 @@
     var tensors = {};
     doc.tensors.forEach(function (t) {
       var size = t.shape.reduce(function (a, b) { return a * b; }, 1);
-      if (t.offset + size > flat.length) throw new Error("live_sampler_weights.js is truncated." + rebuild);
+      if (t.offset + size > flat.length) throw new Error(T.truncated + rebuild);
       tensors[t.name] = { shape: t.shape, data: flat.subarray(t.offset, t.offset + size) };
     });
     var K = cfg.vocab_size, H = cfg.hidden_size, L = cfg.num_layers, E = cfg.embedding_dim || cfg.hidden_size;
     function get(name, shape) {
       var t = tensors[name];
-      if (!t || t.shape.join() !== shape.join()) throw new Error("live_sampler_weights.js lacks " + name + " " + JSON.stringify(shape) + "." + rebuild);
+      if (!t || t.shape.join() !== shape.join()) throw new Error(T.lacks(name, JSON.stringify(shape)) + rebuild);
       return t.data;
     }
     var layers = [];
@@ -92,7 +193,7 @@
                     input: new Float64Array(D + H) });
     }
     var chars = doc.chars, index = new Map();
-    if (chars.length !== K) throw new Error("live_sampler_weights.js: " + chars.length + " characters for a model of " + K + "." + rebuild);
+    if (chars.length !== K) throw new Error(T.characterCount(chars.length, K) + rebuild);
     chars.forEach(function (c, k) { index.set(c, k); });
     return {
       K: K, H: H, E: E, L: L, chars: chars, index: index, source: doc.source || "", weightCount: flat.length,
@@ -207,34 +308,34 @@
 
   function quoted(chars) { return chars.map(function (c) { return JSON.stringify(c); }).join(", "); }
 
-  /* Check the reader's options against the model; throws SamplerInputError with what to do. */
-  function checkOptions(model, o) {
+  /* Check the reader's options against the model; throws SamplerInputError with what to do, in
+     `language` (a code such as "ko"; English by default). */
+  function checkOptions(model, o, language) {
+    var T = textsFor(language);
     var prime = String(o.prime === undefined ? "" : o.prime);
-    if (prime.length === 0) throw new SamplerInputError("The prime is empty: type at least one character for the network to start from (the deck used a single space).");
+    if (prime.length === 0) throw new SamplerInputError(T.emptyPrime);
     var points = Array.from(prime);  // code points, not UTF-16 halves
     var unknown = Array.from(new Set(points.filter(function (c) { return !model.index.has(c); }))).sort();
     if (unknown.length) {
-      var hint = "remove them or use characters of the training text (the list below the Generate button).";
-      if (Array.from(prime.normalize("NFC")).every(function (c) { return model.index.has(c); })) {
-        hint = "the training text is NFC-normalised and so must the prime be: retype them as single characters.";
-      }
-      throw new SamplerInputError("The prime has " + unknown.length + " character(s) that the model never saw: " + quoted(unknown) + "; " + hint);
+      var decomposed = Array.from(prime.normalize("NFC")).every(function (c) { return model.index.has(c); });
+      throw new SamplerInputError(T.unknownCharacters(unknown.length, quoted(unknown), decomposed));
     }
-    if (MODES.indexOf(o.mode) < 0) throw new SamplerInputError("The mode must be one of " + MODES.join(", ") + ", not " + JSON.stringify(o.mode) + ".");
+    if (MODES.indexOf(o.mode) < 0) throw new SamplerInputError(T.badMode(MODES, o.mode));
     var temperature = Number(o.temperature);
-    if (!(isFinite(temperature) && temperature >= MIN_TEMPERATURE)) throw new SamplerInputError("The temperature must be a finite number of at least 1e-30 (argmax is the limit of a small temperature).");
+    if (!(isFinite(temperature) && temperature >= MIN_TEMPERATURE)) throw new SamplerInputError(T.badTemperature);
     var length = Number(o.length);
-    if (!(Number.isInteger(length) && length >= 1 && length <= MAX_LENGTH)) throw new SamplerInputError("The length must be a whole number from 1 to " + MAX_LENGTH + ".");
+    if (!(Number.isInteger(length) && length >= 1 && length <= MAX_LENGTH)) throw new SamplerInputError(T.badLength(MAX_LENGTH));
     var seed = Number(o.seed);
-    if (o.seed === "" || !(Number.isInteger(seed) && seed >= 0 && seed <= MAX_SEED)) throw new SamplerInputError("The seed must be a whole number from 0 to " + MAX_SEED + ".");
-    if (o.mode === "space" && !model.index.has(" ")) throw new SamplerInputError("Mode 'space' needs a space in the vocabulary; use 'sample' or 'argmax'.");
+    if (o.seed === "" || !(Number.isInteger(seed) && seed >= 0 && seed <= MAX_SEED)) throw new SamplerInputError(T.badSeed(MAX_SEED));
+    if (o.mode === "space" && !model.index.has(" ")) throw new SamplerInputError(T.noSpace);
     return { prime: prime, ids: points.map(function (c) { return model.index.get(c); }), mode: o.mode,
              temperature: temperature, length: length, seed: seed };
   }
 
-  /* A generation in progress: the prime is fed at once, then take(n) writes n more characters. */
-  function Generator(model, options) {
-    var o = checkOptions(model, options);
+  /* A generation in progress: the prime is fed at once, then take(n) writes n more characters.
+     `language` is checkOptions's, for its messages. */
+  function Generator(model, options, language) {
+    var o = checkOptions(model, options, language);
     this.model = model;
     this.options = o;
     this.state = zeroState(model);
@@ -306,42 +407,37 @@
     box.hidden = !text;
   }
 
-  function describe(model) {
-    return model.L + " \u00d7 " + model.H + " LSTM, " + model.K + " characters, " + model.weightCount.toLocaleString("en-US") +
-      " weights" + (model.source ? ", from the run " + model.source : "");
-  }
-
-  function buildPage(container, model) {
+  /* The sampler's controls in `container`, speaking `language` (the page's, e.g. "ko"). */
+  function buildPage(container, model, language) {
+    var T = textsFor(language);
     var style = element("style", { text: STYLE });
-    var modeSelect = element("select", { id: "ls-mode" }, [
-      element("option", { value: "argmax", text: "argmax: always the likeliest character" }),
-      element("option", { value: "sample", text: "sample: a weighted random pick" }),
-      element("option", { value: "space", text: "space: random after a space, argmax elsewhere" }),
-    ]);
+    var modeSelect = element("select", { id: "ls-mode" }, MODES.map(function (mode) {
+      return element("option", { value: mode, text: T.modes[mode] });
+    }));
     modeSelect.value = "sample";
     var temperature = element("input", { id: "ls-temperature", type: "range", min: "0.1", max: "2", step: "0.05", value: "0.8" });
     var temperatureValue = element("output", { id: "ls-temperature-value", "for": "ls-temperature", text: "0.80" });
     temperature.addEventListener("input", function () { temperatureValue.textContent = Number(temperature.value).toFixed(2); });
-    var button = element("button", { id: "ls-generate", type: "submit", text: "Generate" });
+    var button = element("button", { id: "ls-generate", type: "submit", text: T.generate });
     var form = element("form", { "class": "ls-form", novalidate: "" }, [  // our messages, not the browser's
-      element("label", { "for": "ls-prime", text: "Prime" }), element("textarea", { id: "ls-prime", rows: "2", spellcheck: "false" }),
-      element("label", { "for": "ls-mode", text: "Mode" }), modeSelect,
-      element("label", { "for": "ls-temperature", text: "Temperature" }), element("span", {}, [temperature, document.createTextNode(" "), temperatureValue,
-        element("span", { "class": "ls-hint", text: "  (sample and space only)" })]),
-      element("label", { "for": "ls-seed", text: "Seed" }), element("span", {}, [element("input", { id: "ls-seed", type: "number", min: "0", max: String(MAX_SEED), step: "1", value: "1" }),
-        element("span", { "class": "ls-hint", text: "  the same seed, the same text" })]),
-      element("label", { "for": "ls-length", text: "Length" }), element("span", {}, [element("input", { id: "ls-length", type: "number", min: "1", max: String(MAX_LENGTH), step: "1", value: "600" }),
-        element("span", { "class": "ls-hint", text: "  characters to generate" })]),
+      element("label", { "for": "ls-prime", text: T.prime }), element("textarea", { id: "ls-prime", rows: "2", spellcheck: "false" }),
+      element("label", { "for": "ls-mode", text: T.mode }), modeSelect,
+      element("label", { "for": "ls-temperature", text: T.temperature }), element("span", {}, [temperature, document.createTextNode(" "), temperatureValue,
+        element("span", { "class": "ls-hint", text: T.temperatureHint })]),
+      element("label", { "for": "ls-seed", text: T.seed }), element("span", {}, [element("input", { id: "ls-seed", type: "number", min: "0", max: String(MAX_SEED), step: "1", value: "1" }),
+        element("span", { "class": "ls-hint", text: T.seedHint })]),
+      element("label", { "for": "ls-length", text: T.length }), element("span", {}, [element("input", { id: "ls-length", type: "number", min: "1", max: String(MAX_LENGTH), step: "1", value: "600" }),
+        element("span", { "class": "ls-hint", text: T.lengthHint })]),
       element("span"), element("span", {}, [button]),
     ]);
     form.querySelector("#ls-prime").value = "ROMEO:";
     var vocabulary = element("details", { "class": "ls-vocabulary" }, [
-      element("summary", { text: "The " + model.K + " characters the model knows" }),
+      element("summary", { text: T.vocabulary(model.K) }),
       element("code", { text: model.chars.map(function (c) { return { "\n": "\\n", " ": "\u2423", "\t": "\\t" }[c] || c; }).join(" ") }),
     ]);
     var message = element("p", { "class": "ls-message", role: "alert" });
     message.hidden = true;
-    var about = element("p", { "class": "ls-model", text: "Model: " + describe(model) + "." });
+    var about = element("p", { "class": "ls-model", text: T.model(model) });
     var status = element("p", { id: "ls-status", "class": "ls-status", "aria-live": "polite" });
     var output = element("pre", { id: "ls-output", "class": "ls-output" });
     container.textContent = "";
@@ -351,31 +447,32 @@
     var submits = 0;  // data-submits counts the presses of the button (tests wait for the next one)
     function finish(state, text) {
       container.setAttribute("data-state", state);
-      button.textContent = "Generate";
+      button.textContent = T.generate;
       if (text !== undefined) status.textContent = text;
     }
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       container.setAttribute("data-submits", String(++submits));
-      if (container.getAttribute("data-state") === "running") { run++; finish("stopped", status.textContent + " Stopped."); return; }
+      if (container.getAttribute("data-state") === "running") { run++; finish("stopped", status.textContent + " " + T.stopped); return; }
       var mine = ++run, started = performance.now(), generator;
       showMessage(container, "");
       try {
         generator = new Generator(model, {
           prime: form.querySelector("#ls-prime").value, mode: modeSelect.value, temperature: temperature.value,
           seed: form.querySelector("#ls-seed").value, length: form.querySelector("#ls-length").value,
-        });
+        }, language);
       } catch (error) {
         if (!(error instanceof SamplerInputError)) throw error;
         showMessage(container, error.message);
-        finish("invalid");
+        output.textContent = "";       // the message stands alone: no earlier text or status below it
+        finish("invalid", "");
         return;
       }
       var o = generator.options, written = [];
       output.textContent = "";
       output.appendChild(element("span", { "class": "ls-prime", text: o.prime }));
       container.setAttribute("data-state", "running");
-      button.textContent = "Stop";
+      button.textContent = T.stop;
       (function slice() {
         if (mine !== run) return;
         var until = performance.now() + SLICE_MS, piece = "";
@@ -383,15 +480,14 @@
         written.push(piece);
         output.appendChild(document.createTextNode(piece));
         var done = o.length - generator.remaining, seconds = (performance.now() - started) / 1000;
-        var rate = Math.round(done / seconds).toLocaleString("en-US") + " characters per second";
+        var rate = Math.round(done / seconds);
         if (generator.remaining > 0) {
-          status.textContent = done.toLocaleString("en-US") + " of " + o.length.toLocaleString("en-US") + " characters, " + rate + "\u2026";
+          status.textContent = T.progress(done, o.length, rate);
           setTimeout(slice, 0);
           return;
         }
         api.lastRun = { text: o.prime + written.join(""), seconds: seconds, charactersPerSecond: done / seconds, options: o };
-        finish("done", o.length.toLocaleString("en-US") + " characters in " + seconds.toFixed(2) + " s, " + rate +
-          " (" + o.mode + (o.mode === "argmax" ? "" : ", temperature " + o.temperature.toFixed(2) + ", seed " + o.seed) + ").");
+        finish("done", T.finished(o, seconds, rate));
       })();
     });
     container.setAttribute("data-state", "ready");
@@ -400,23 +496,23 @@
   function start() {
     var container = document.getElementById("ls-app");  // not "live-sampler": the page's section has that id
     if (!container) return;
+    var language = document.documentElement.lang, T = textsFor(language);  // "ko" on the Korean edition
     var doc = globalThis.CHARRNN_WEIGHTS;
     if (doc === undefined) {
       container.textContent = "";
-      showMessage(container, "The model's weights did not load: live_sampler_weights.js is missing from the book's _static folder. " +
-        "Build the book with `make book`, which writes it (python -m charrnn_lib.web).");
+      showMessage(container, T.noWeights);
       container.setAttribute("data-state", "error");
       return;
     }
     try {
-      api.model = decodeWeights(doc);
+      api.model = decodeWeights(doc, language);
     } catch (error) {
       container.textContent = "";
-      showMessage(container, "The model could not be read: " + error.message);
+      showMessage(container, T.unreadable(error.message));
       container.setAttribute("data-state", "error");
       return;
     }
-    buildPage(container, api.model);
+    buildPage(container, api.model, language);
   }
 
   var api = globalThis.CharRNNLive = {
