@@ -1,7 +1,7 @@
 """What each family reaches in a fixed wall-clock budget: ``make bench-quality`` (outside CI).
 
-Chapter 7 compares chapter 5's LSTM, a small Transformer and minGRU at equal size and about a
-minute each.  This benchmark asks the other question: give each family its best
+Chapter 7 compares chapter 5's LSTM, a small Transformer and minGRU at equal size, each for
+one or two epochs (up to a few minutes of step time).  This benchmark asks the other question: give each family its best
 configuration we know and the same wall-clock budget (five minutes by default) on this
 machine, on the Shakespeare corpus with the last 10 % held out -- what validation loss does
 it reach?

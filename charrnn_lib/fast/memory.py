@@ -16,9 +16,9 @@ process for the next step.  The process holds on to its peak memory instead of r
 it between steps -- the right trade for a training loop.  It is process-wide, it cannot
 be undone, and it does nothing where the C library is not glibc (macOS, Windows, musl):
 there the call returns ``False``.  So no library function calls it: the entry points that
-want it do -- the command line's ``train``, ``charrnn_lib.bench`` and the appendix's cell --
-and ``make test`` gives every process the same two settings through the environment
-(``GLIBC_TUNABLES``, see the Makefile).
+want it do: the command line's ``train``, ``charrnn_lib.bench`` and ``charrnn_lib.bench_quality``,
+and the first cell of the chapters that train (the appendix "Making it fast on a CPU" measures
+what it buys).
 """
 from __future__ import annotations
 
