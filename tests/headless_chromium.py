@@ -61,3 +61,8 @@ def start_chromium(window_size: tuple[int, int], resolver_rules: str, proxy_serv
     driver.set_page_load_timeout(TIMEOUT_S)
     driver.set_script_timeout(TIMEOUT_S)
     return driver
+
+
+def hangul(text: str) -> int:
+    """How many Hangul syllables ``text`` holds: the browser tests' check that a page speaks Korean."""
+    return sum("\uac00" <= c <= "\ud7a3" for c in text)

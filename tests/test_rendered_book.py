@@ -19,7 +19,7 @@ import urllib.parse
 
 import pytest
 
-from headless_chromium import start_chromium, unavailable  # tests/headless_chromium.py
+from headless_chromium import hangul, start_chromium, unavailable  # tests/headless_chromium.py
 
 pytestmark = pytest.mark.render
 
@@ -107,19 +107,15 @@ def test_page_reads_well(browser, site, page):
         _check_korean(browser, page, view)
 
 
-def _hangul(text: str) -> int:
-    return sum("\uac00" <= c <= "\ud7a3" for c in text)
-
-
 def _check_korean(browser, page, view):
     """Korean text, drawn with a font that has Korean glyphs (not boxes), in a page marked ``lang="ko"``."""
     assert browser.execute_script("return document.documentElement.lang") == "ko", f"{page}: not marked Korean"
-    assert _hangul(view["text"]) > 0.3 * len(view["text"].split()), f"{page}: little Korean text"
+    assert hangul(view["text"]) > 0.3 * len(view["text"].split()), f"{page}: little Korean text"
     # emphasis that did not parse shows its asterisks (CommonMark's flanking rules meet Korean particles)
     stray = re.findall(r".{0,20}(?:\*\*|\*[\uac00-\ud7a3]|[\uac00-\ud7a3]\*).{0,20}", view["text"])
     assert not stray, f"{page}: markdown emphasis left unparsed: {stray[:3]}"
     nav = browser.execute_script("return (document.querySelector('nav.bd-docs-nav') || document.body).innerText")
-    assert _hangul(nav) > 20 and not {"Front matter", "Chapters", "Appendices"} & set(nav.splitlines()), (
+    assert hangul(nav) > 20 and not {"Front matter", "Chapters", "Appendices"} & set(nav.splitlines()), (
         f"{page}: the table of contents is not translated: {nav[:200]!r}")
     # The fonts Chromium actually used for the page's title (DevTools protocol), against the
     # installed fonts that cover Korean (fontconfig).
@@ -190,6 +186,30 @@ def test_internal_links_resolve():
     assert not broken, "broken internal links:\n  " + "\n  ".join(broken[:30])
 
 
+def _generate_on_page(browser, page, prime: str, length: int) -> dict:
+    """Open the live sampler ``page`` from disk, generate ``length`` characters by argmax after
+    ``prime``, wait for the end: the page's state, text, status line, characters per second and
+    any resource it requested from outside the book."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(page.as_uri())
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+        "const b = document.getElementById('ls-app'); return b && b.getAttribute('data-state');"))
+    browser.execute_script("""
+        document.getElementById('ls-prime').value = arguments[0];
+        document.getElementById('ls-mode').value = 'argmax';
+        document.getElementById('ls-length').value = arguments[1];
+        document.getElementById('ls-generate').click();""", prime, str(length))
+    WebDriverWait(browser, 120).until(lambda d: d.execute_script(
+        "return ['done', 'invalid', 'error'].includes(document.getElementById('ls-app').getAttribute('data-state'))"))
+    state, text, status, rate, elsewhere = browser.execute_script("""
+        return [document.getElementById('ls-app').getAttribute('data-state'),
+                document.getElementById('ls-output').textContent, document.getElementById('ls-status').textContent,
+                CharRNNLive.lastRun && CharRNNLive.lastRun.charactersPerSecond,
+                performance.getEntriesByType('resource').map(r => r.name).filter(n => !n.startsWith('file://'))];""")
+    return dict(state=state, text=text, status=status, rate=rate, elsewhere=elsewhere)
+
+
 def test_live_sampler_writes_the_librarys_text(browser):
     """The built live sampler page, opened from disk (file://, every other host unreachable), runs
     chapter 5's model: with argmax it writes the library's text for the same prime and length.
@@ -200,7 +220,6 @@ def test_live_sampler_writes_the_librarys_text(browser):
     """
     import numpy as np
     import tensorflow as tf
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from charrnn_lib import sample, web
     from charrnn_lib.checkpoint import load_checkpoint
@@ -210,21 +229,9 @@ def test_live_sampler_writes_the_librarys_text(browser):
     assert page.is_file(), "the book has no live sampler page"
     assert run.is_dir(), f"{run} is missing: `make book` trains chapter 5's recipe run into it"
     model, vocab, config = load_checkpoint(run)
-    browser.get(page.as_uri())
-    WebDriverWait(browser, 60).until(lambda d: d.execute_script(
-        "const b = document.getElementById('ls-app'); return b && b.getAttribute('data-state');"))
     prime, length = "ROMEO:", 2000
-    browser.execute_script("""
-        document.getElementById('ls-prime').value = arguments[0];
-        document.getElementById('ls-mode').value = 'argmax';
-        document.getElementById('ls-length').value = arguments[1];
-        document.getElementById('ls-generate').click();""", prime, str(length))
-    WebDriverWait(browser, 120).until(lambda d: d.execute_script(
-        "return ['done', 'invalid', 'error'].includes(document.getElementById('ls-app').getAttribute('data-state'))"))
-    text, status, rate, elsewhere = browser.execute_script("""
-        return [document.getElementById('ls-output').textContent, document.getElementById('ls-status').textContent,
-                CharRNNLive.lastRun && CharRNNLive.lastRun.charactersPerSecond,
-                performance.getEntriesByType('resource').map(r => r.name).filter(n => !n.startsWith('file://'))];""")
+    result = _generate_on_page(browser, page, prime, length)
+    text, status, rate, elsewhere = result["text"], result["status"], result["rate"], result["elsewhere"]
     SHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SHOTS / "book_live_sampler.png"))
     expected = sample.Sampler(model, vocab, config).generate(length, prime=prime, mode="argmax")
@@ -251,7 +258,6 @@ def test_live_sampler_writes_the_librarys_text(browser):
 def test_korean_live_sampler_speaks_korean(browser):
     """The Korean edition's live sampler page (file://, every other host unreachable) runs the same
     model, writes the library's argmax text, and labels its controls and status in Korean."""
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from charrnn_lib import sample, web
     from charrnn_lib.checkpoint import load_checkpoint
@@ -260,28 +266,17 @@ def test_korean_live_sampler_speaks_korean(browser):
     assert page.is_file(), "the Korean edition has no live sampler page"
     assert run.is_dir(), f"{run} is missing: `make book` trains chapter 5's recipe run into it"
     model, vocab, config = load_checkpoint(run)
-    browser.get(page.as_uri())
-    WebDriverWait(browser, 60).until(lambda d: d.execute_script(
-        "const b = document.getElementById('ls-app'); return b && b.getAttribute('data-state');"))
     prime, length = "ROMEO:", 300
+    result = _generate_on_page(browser, page, prime, length)
+    state, text, status = result["state"], result["text"], result["status"]
     labels, button, summary = browser.execute_script("""
         const box = document.getElementById('ls-app');
         return [[...box.querySelectorAll('label')].map(e => e.textContent),
                 document.getElementById('ls-generate').textContent, box.querySelector('summary').textContent];""")
-    browser.execute_script("""
-        document.getElementById('ls-prime').value = arguments[0];
-        document.getElementById('ls-mode').value = 'argmax';
-        document.getElementById('ls-length').value = arguments[1];
-        document.getElementById('ls-generate').click();""", prime, str(length))
-    WebDriverWait(browser, 120).until(lambda d: d.execute_script(
-        "return ['done', 'invalid', 'error'].includes(document.getElementById('ls-app').getAttribute('data-state'))"))
-    state, text, status = browser.execute_script("""
-        return [document.getElementById('ls-app').getAttribute('data-state'),
-                document.getElementById('ls-output').textContent, document.getElementById('ls-status').textContent];""")
     SHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SHOTS / "ko_book_live_sampler.png"))
     assert state == "done", f"the Korean page did not generate: {state}"
     assert text == sample.Sampler(model, vocab, config).generate(length, prime=prime, mode="argmax")
-    assert len(labels) == 5 and all(_hangul(label) > 0 for label in labels), f"labels not in Korean: {labels}"
-    assert _hangul(button) > 0 and _hangul(summary) > 0, f"button or character list not in Korean: {button!r}, {summary!r}"
-    assert _hangul(status) > 0 and "characters" not in status, f"status line not in Korean: {status!r}"
+    assert len(labels) == 5 and all(hangul(label) > 0 for label in labels), f"labels not in Korean: {labels}"
+    assert hangul(button) > 0 and hangul(summary) > 0, f"button or character list not in Korean: {button!r}, {summary!r}"
+    assert hangul(status) > 0 and "characters" not in status, f"status line not in Korean: {status!r}"

@@ -26,7 +26,7 @@ from charrnn_lib.data import TextLoader, Vocab
 from charrnn_lib.model import build_model, zero_states
 from charrnn_lib.repro import seed_everything
 
-from headless_chromium import start_chromium  # tests/headless_chromium.py
+from headless_chromium import hangul, start_chromium  # tests/headless_chromium.py
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLER_JS = ROOT / "book" / "_static" / "live_sampler.js"
@@ -344,10 +344,6 @@ def test_page_without_weights_says_what_to_do(offline_browser, tiny_run):
     box = offline_browser.execute_script(
         "const b = document.getElementById('ls-app'); return [b.getAttribute('data-state'), b.textContent];")
     assert box[0] == "error" and "did not load" in box[1] and "make book" in box[1]
-
-
-def hangul(text: str) -> int:
-    return sum("\uac00" <= c <= "\ud7a3" for c in text)
 
 
 def page_words(driver) -> dict:
